@@ -1,0 +1,2 @@
+"""bsdbpf."""
+from bsdbpf._version import __version__

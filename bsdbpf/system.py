@@ -1,0 +1,150 @@
+"""The system seam: the only place that knows which kernel is underneath.
+
+A :class:`System` has the methods of the system calls bsdbpf needs.
+:class:`HostSystem` calls FreeBSD's libc; :class:`bsdbpf.sim.Kernel` is a
+simulated FreeBSD.  Everything above this module is written once against
+:class:`System` and never asks which one it has.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+from bsdbpf._native import ffi, lib
+from bsdbpf.errors import BPFError, InternalError, UnsupportedError, from_errno
+
+__all__ = ["HostSystem", "System", "default_system", "request_name"]
+
+SYSCTL_ENOMEM_RETRIES = 8  # the table can grow between the size probe and the read
+
+
+@runtime_checkable
+class System(Protocol):
+    """What every system provides; the shapes are those of the system calls.
+
+    Errors are raised as :class:`bsdbpf.BPFError` subclasses built by
+    :func:`bsdbpf.errors.from_errno`.
+    """
+
+    def open(self, path: str, flags: int) -> int:
+        """open(2): a new descriptor's number."""
+
+    def close(self, fd: int) -> None:
+        """close(2)."""
+
+    def ioctl(self, fd: int, request: int, arg: Any = None) -> int:
+        """ioctl(2) with the same cffi pointer libc's ioctl takes (None: no argument)."""
+
+    def read(self, fd: int, buffer: Any) -> int:
+        """read(2) into a writable buffer; ``len(buffer)`` is nbytes."""
+
+    def write(self, fd: int, data: Any) -> int:
+        """write(2) of a bytes-like object."""
+
+    def sysctlbyname(self, name: str, new: Optional[bytes] = None) -> bytes:
+        """sysctlbyname(3): the value before any write, in FreeBSD's binary form."""
+
+
+def _build_request_names() -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name in sorted(dir(lib)):
+        if name.startswith(("BIOC", "FIO", "TIOC")) and not name.endswith("SEESENT"):
+            value = getattr(lib, name)
+            if value:  # 0: compiled out on this kernel (BSDBPF_HAS_*)
+                names.setdefault(value, name)
+    return names
+
+
+_REQUEST_NAMES = _build_request_names()
+
+
+def request_name(request: int) -> str:
+    """The C name of an ioctl request (``"BIOCSETZBUF"``), or its number in hex."""
+    return _REQUEST_NAMES.get(request, f"ioctl {request:#x}")
+
+
+def _retry(op: str, call: Callable[[], int]) -> int:
+    """Run a libc call, retrying on EINTR; raise through from_errno on failure."""
+    while True:
+        rc = call()
+        if rc != -1:
+            return rc
+        err = ffi.errno  # read at once: any other call may change it
+        if err != errno.EINTR:
+            raise from_errno(err, op)
+
+
+class HostSystem:
+    """FreeBSD's own kernel, through libc."""
+
+    def __init__(self) -> None:
+        if not sys.platform.startswith("freebsd"):
+            raise UnsupportedError(
+                errno.ENOSYS,
+                "HostSystem",
+                f"this host is {sys.platform}, not FreeBSD: use the simulated kernel, "
+                "bsdbpf.sim.Kernel(), or set BSDBPF_SYSTEM=sim",
+            )
+
+    def open(self, path: str, flags: int) -> int:
+        cpath = path.encode()
+        return _retry("open", lambda: lib.open(cpath, flags, ffi.cast("int", 0)))
+
+    def close(self, fd: int) -> None:
+        # close(2) is not retried on EINTR: on FreeBSD the fd is gone either way.
+        if lib.close(fd) == -1 and ffi.errno != errno.EINTR:
+            raise from_errno(ffi.errno, "close")
+
+    def ioctl(self, fd: int, request: int, arg: Any = None) -> int:
+        ptr = ffi.NULL if arg is None else arg
+        if not isinstance(ptr, ffi.CData):
+            raise TypeError(f"{request_name(request)}: the argument must be a cffi pointer")
+        ptr = ffi.cast("void *", ptr)
+        return _retry(request_name(request), lambda: lib.ioctl(fd, request, ptr))
+
+    def read(self, fd: int, buffer: Any) -> int:
+        buf = ffi.from_buffer(buffer, require_writable=True)
+        return _retry("read", lambda: lib.read(fd, buf, len(buf)))
+
+    def write(self, fd: int, data: Any) -> int:
+        buf = ffi.from_buffer(data)
+        return _retry("write", lambda: lib.write(fd, buf, len(buf)))
+
+    def sysctlbyname(self, name: str, new: Optional[bytes] = None) -> bytes:
+        op = f"sysctl {name}"
+        cname = name.encode()
+        newp = ffi.from_buffer(new) if new is not None else ffi.NULL
+        newlen = len(new) if new is not None else 0
+        size = ffi.new("size_t *")
+        for _ in range(SYSCTL_ENOMEM_RETRIES):
+            _retry(op, lambda: lib.sysctlbyname(cname, ffi.NULL, size, ffi.NULL, 0))
+            want = size[0] + size[0] // 8 + 64  # room for growth before the read
+            old = ffi.new("char[]", want)
+            size[0] = want
+            try:
+                _retry(op, lambda: lib.sysctlbyname(cname, old, size, newp, newlen))
+            except BPFError as err:
+                if err.errno == errno.ENOMEM:
+                    continue
+                raise
+            return ffi.buffer(old, size[0])[:]
+        raise InternalError(errno.ENOMEM, op, "the value kept growing while being read")
+
+
+def default_system() -> System:
+    """The system bsdbpf uses when none is given.
+
+    FreeBSD's kernel on FreeBSD, the shared simulated kernel elsewhere;
+    ``BSDBPF_SYSTEM=host`` or ``BSDBPF_SYSTEM=sim`` overrides.
+    """
+    choice = os.environ.get("BSDBPF_SYSTEM", "").strip().lower()
+    if choice not in ("", "host", "sim"):
+        raise ValueError(f"BSDBPF_SYSTEM={choice!r}: expected 'host' or 'sim'")
+    if choice == "host" or (not choice and sys.platform.startswith("freebsd")):
+        return HostSystem()
+    from bsdbpf.sim import default_kernel
+
+    return default_kernel()

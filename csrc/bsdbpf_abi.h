@@ -1,0 +1,18 @@
+/* The BPF ABI for C code of the project: FreeBSD's own headers on FreeBSD,
+ * the package's statement of them elsewhere. */
+#ifndef BSDBPF_ABI_H
+#define BSDBPF_ABI_H
+#ifdef __FreeBSD__
+#include <sys/types.h>
+#include <sys/ioctl.h>
+#include <sys/filio.h>
+#include <sys/time.h>
+#include <sys/socket.h>
+#include <net/if.h>
+#include <net/bpf.h>
+#include <net/bpfdesc.h>
+#include <net/dlt.h>
+#else
+#include "freebsd_abi.h"
+#endif
+#endif
