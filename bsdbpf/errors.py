@@ -19,6 +19,7 @@ __all__ = [
     "BadAddress",
     "BufferTooSmall",
     "DescriptorLocked",
+    "DeviceNotFound",
     "InterfaceDown",
     "InterfaceNotFound",
     "InternalError",
@@ -61,7 +62,7 @@ class BPFError(OSError):
     def __str__(self) -> str:
         where = f"{self.op} on {self.ifname}" if self.ifname else self.op
         text = f"[Errno {self.errno}] {where}: {self.strerror}"
-        return f"{text}. {self.hint}" if self.hint else text
+        return f"{text}. {self.hint[:1].upper()}{self.hint[1:]}" if self.hint else text
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.errno, self.op, self.hint, self.ifname))
@@ -81,6 +82,10 @@ class WriteRejected(PermissionDenied):
 
 class InterfaceNotFound(BPFError, LookupError):
     """ENXIO from BIOCSETIF: no interface of that name has a BPF tap."""
+
+
+class DeviceNotFound(BPFError, FileNotFoundError):
+    """ENOENT from open(2): no such device node."""
 
 
 class SysctlNotFound(BPFError, LookupError):
@@ -158,6 +163,7 @@ _TABLE: dict[tuple[Optional[str], int], tuple[type[BPFError], str]] = {
         PermissionDenied,
         "opening /dev/bpf needs root, or a devfs.rules entry that grants your group access",
     ),
+    ("open", _errno.ENOENT): (DeviceNotFound, "the BPF device is /dev/bpf (alias /dev/bpf0)"),
     ("BIOCSETIF", _errno.ENXIO): (
         InterfaceNotFound,
         "no interface of that name has a BPF tap; `ifconfig -l` lists interfaces",

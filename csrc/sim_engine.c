@@ -63,6 +63,7 @@ struct worker {                        /* a generator or bridge thread */
     pthread_t thread;
     int running;                       /* thread exists and must be joined */
     int stop;                          /* atomic */
+    int done;                          /* atomic: the thread's work is over */
     uint64_t offered;                  /* atomic */
     int error;
 };
@@ -190,7 +191,7 @@ static void wakeup(struct sim_d *d)
         d->pub.state = BSDBPF_SIM_IDLE;
     }
     pthread_cond_broadcast(&d->cv);
-    if (d->pub.async && d->pub.sig && d->pub.owner)
+    if (d->pub.fasync && d->pub.sig && d->pub.owner)
         kill(d->pub.owner, d->pub.sig);
     bsdbpf_sim_update_ready(&d->pub);
 }
@@ -582,7 +583,6 @@ int bsdbpf_sim_attach(struct bsdbpf_sim_d *pd, struct bsdbpf_sim_if *ifp)
         d->if_next = ifp->dlist;
         ifp->dlist = d;
         pd->bif = ifp;
-        bsdbpf_sim_reset(pd);
         pthread_mutex_unlock(&d->mtx);
         pthread_rwlock_unlock(&ifp->lock);
     }
@@ -892,6 +892,7 @@ static void *gen_main(void *arg)
     int64_t start = bsdbpf_sim_monotonic_ns();
     if (frame == NULL) {
         w->error = ENOMEM;
+        __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
         return NULL;
     }
     if (ifp->dlt == DLT_EN10MB) {
@@ -927,6 +928,7 @@ static void *gen_main(void *arg)
         __atomic_store_n(&w->offered, seq + 1, __ATOMIC_RELEASE);
     }
     free(frame);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -949,6 +951,7 @@ int bsdbpf_sim_gen_start(struct bsdbpf_sim_if *ifp, uint64_t count, uint32_t siz
     ifp->gen_rate = rate_pps;
     ifp->gen_outgoing = outgoing;
     ifp->gen.stop = 0;
+    ifp->gen.done = 0;
     ifp->gen.offered = 0;
     ifp->gen.error = 0;
     if (pthread_create(&ifp->gen.thread, NULL, gen_main, ifp) != 0)
@@ -968,7 +971,7 @@ void bsdbpf_sim_gen_stop(struct bsdbpf_sim_if *ifp)
 static void worker_stats(struct worker *w, struct bsdbpf_sim_stats *out)
 {
     out->offered = __atomic_load_n(&w->offered, __ATOMIC_ACQUIRE);
-    out->running = w->running;
+    out->running = w->running && !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE);
     out->error = w->error;
 }
 
@@ -989,6 +992,7 @@ static void *bridge_main(void *arg)
     struct pollfd pfd = {ifp->bridge_fd, POLLIN, 0};
     if (buf == NULL) {
         w->error = ENOMEM;
+        __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
         return NULL;
     }
     while (!__atomic_load_n(&w->stop, __ATOMIC_RELAXED)) {
@@ -1010,6 +1014,7 @@ static void *bridge_main(void *arg)
         __atomic_fetch_add(&w->offered, 1, __ATOMIC_RELEASE);
     }
     free(buf);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 #endif
@@ -1036,6 +1041,7 @@ int bsdbpf_sim_bridge_start(struct bsdbpf_sim_if *ifp, const char *host_ifname)
     }
     ifp->bridge_fd = fd;
     ifp->bridge.stop = 0;
+    ifp->bridge.done = 0;
     ifp->bridge.offered = 0;
     ifp->bridge.error = 0;
     if (pthread_create(&ifp->bridge.thread, NULL, bridge_main, ifp) != 0) {

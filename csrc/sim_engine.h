@@ -52,7 +52,7 @@ struct bsdbpf_sim_d {
     int fd;                            /* the pollable fd handed to the process */
     int ready;                         /* fd currently readable */
     int64_t callout;                   /* monotonic ns when the timeout fires, 0 = none */
-    int async, sig, owner;             /* FIOASYNC, BIOCSRSIG, FIOSETOWN */
+    int fasync, sig, owner;            /* FIOASYNC, BIOCSRSIG, FIOSETOWN */
     /* the engine allocates more behind this: locks, condition, list links */
 };
 
@@ -83,7 +83,9 @@ struct bpf_insn *bsdbpf_sim_copy_program(const struct bpf_insn *insns, uint32_t 
 int bsdbpf_sim_canfreebuf(struct bsdbpf_sim_d *);  /* ZBUF: hold buffer acknowledged */
 void bsdbpf_sim_update_ready(struct bsdbpf_sim_d *);
 /* Lock not held: */
-int bsdbpf_sim_attach(struct bsdbpf_sim_d *, struct bsdbpf_sim_if *);  /* NULL detaches */
+/* bpf_attachd()/bpf_detachd(): moves the descriptor between taps (NULL
+ * detaches); like the kernel, no reset. */
+int bsdbpf_sim_attach(struct bsdbpf_sim_d *, struct bsdbpf_sim_if *);
 int64_t bsdbpf_sim_read(struct bsdbpf_sim_d *, void *buf, size_t len, int nonblock,
                         int64_t deadline_ns, int64_t slice_end_ns, int first);
 int bsdbpf_sim_write(struct bsdbpf_sim_d *, const void *buf, size_t len);
