@@ -154,8 +154,8 @@ ssize_t read(int, void *, size_t);
 ssize_t write(int, const void *, size_t);
 int sysctlbyname(const char *, void *, size_t *, const void *, size_t);
 
-uint32_t bsdbpf_load_acquire(const volatile uint32_t *);
-void bsdbpf_store_release(volatile uint32_t *, uint32_t);
+u_int bsdbpf_load_acquire(const volatile u_int *);
+void bsdbpf_store_release(volatile u_int *, u_int);
 size_t bsdbpf_wordalign(size_t);
 unsigned int bsdbpf_hdrlen(unsigned int, unsigned int);
 int bsdbpf_parse_records(const unsigned char *, uint32_t, uint32_t, unsigned int,

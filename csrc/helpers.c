@@ -1,12 +1,12 @@
 #include <string.h>
 #include "helpers.h"
 
-uint32_t bsdbpf_load_acquire(const volatile uint32_t *p)
+u_int bsdbpf_load_acquire(const volatile u_int *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
-void bsdbpf_store_release(volatile uint32_t *p, uint32_t v)
+void bsdbpf_store_release(volatile u_int *p, u_int v)
 {
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }

@@ -7,8 +7,8 @@
 
 /* The zero-copy ownership protocol needs ordered accesses to the shared
  * header (bpf(4)); plain Python loads and stores are not ordered. */
-uint32_t bsdbpf_load_acquire(const volatile uint32_t *p);
-void bsdbpf_store_release(volatile uint32_t *p, uint32_t v);
+u_int bsdbpf_load_acquire(const volatile u_int *p);
+void bsdbpf_store_release(volatile u_int *p, u_int v);
 size_t bsdbpf_wordalign(size_t x);
 
 /* bpf_hdrlen(): the record header length for a tap whose link header is

@@ -136,7 +136,7 @@ static int canfreebuf(struct sim_d *d)
     if (d->pub.bufmode != BPF_BUFMODE_ZBUF || h == NULL)
         return 0;
     return h->zh->bzh_kernel_gen ==
-           bsdbpf_load_acquire((const volatile uint32_t *)&h->zh->bzh_user_gen);
+           bsdbpf_load_acquire(&h->zh->bzh_user_gen);
 }
 
 static int canwritebuf(struct sim_d *d)

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from bsdbpf._native import ffi, lib
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from bsdbpf._native import ffi, lib
 
 SPEC_JSON = Path(__file__).resolve().parents[2] / "shared/spec/freebsd-abi.json"
 VALID_OPCODES = json.loads(SPEC_JSON.read_text())["derived"]["bpf_validate_valid_opcodes"]
@@ -111,7 +110,7 @@ def _jump_prog(kind: str, off: int, n: int = 6, at: int = 1):
     else:
         j = jump(JMP | lib.BPF_JGT | X, 0, 0, off)
     rest = [stmt(RET | K, 100 + i) for i in range(n - at - 1)]
-    return body + [j] + rest
+    return [*body, j, *rest]
 
 
 @pytest.mark.parametrize("kind", ["ja", "jt", "jf"])
@@ -208,7 +207,7 @@ ALU_CASES = [
 
 
 @pytest.mark.parametrize("src", [K, X], ids=["K", "X"])
-@pytest.mark.parametrize("name,a,x,want", ALU_CASES)
+@pytest.mark.parametrize(("name", "a", "x", "want"), ALU_CASES)
 def test_alu(name, a, x, want, src):
     assert alu(getattr(lib, "BPF_" + name), a, x, src) == want
 
@@ -223,7 +222,7 @@ def test_division_by_x_zero_rejects_packet(op):
     assert run_both(insns) == (7 // 3 if op == lib.BPF_DIV else 7 % 3) + 1
 
 
-@pytest.mark.parametrize("a,want", [(1, M32), (0, 0), (0x80000000, 0x80000000), (M32, 1)])
+@pytest.mark.parametrize(("a", "want"), [(1, M32), (0, 0), (0x80000000, 0x80000000), (M32, 1)])
 def test_neg(a, want):
     assert run_both([stmt(LD | IMM, a), stmt(ALU | lib.BPF_NEG), stmt(RET | A)]) == want
 
@@ -237,7 +236,7 @@ JUMP_CASES = [
 
 
 @pytest.mark.parametrize("src", [K, X], ids=["K", "X"])
-@pytest.mark.parametrize("name,a,b,taken", JUMP_CASES)
+@pytest.mark.parametrize(("name", "a", "b", "taken"), JUMP_CASES)
 def test_conditional_jumps(name, a, b, taken, src):
     # jt skips 2, jf skips 1, so each branch lands on a distinct RET.
     k = b if src == K else 0
@@ -301,11 +300,11 @@ def test_scratch_memory_starts_zeroed():
     fill = []
     for i in range(16):
         fill += [stmt(LD | IMM, 0xDEAD0000 | i), stmt(ST, i)]
-    run_both(fill + [stmt(RET | K, 1)])  # leave junk where the next call's mem may lie
+    run_both([*fill, stmt(RET | K, 1)])  # leave junk where the next call's mem may lie
     read = [stmt(LD | IMM, 1)]
     for i in range(16):
         read += [stmt(LDX | MEM, i), stmt(ALU | lib.BPF_OR | X)]
-    assert run_both(read + [stmt(RET | A)]) == 1
+    assert run_both([*read, stmt(RET | A)]) == 1
 
 
 # --------------------------------------------------------------------------
@@ -363,8 +362,9 @@ LOAD_EDGES = [
 ]
 
 
-@pytest.mark.parametrize("code,k,x,buflen,want,want_mbuf", LOAD_EDGES)
-def test_load_bounds(code, k, x, buflen, want, want_mbuf):
+@pytest.mark.parametrize("edge", LOAD_EDGES)
+def test_load_bounds(edge):
+    code, k, x, buflen, want, want_mbuf = edge
     assert load(code, k, x, buflen, mbuf=False) == want
     assert load(code, k, x, buflen, mbuf=True) == want_mbuf
 
@@ -392,7 +392,7 @@ def test_ldx_msh(mbuf):
     assert msh(0, 0, mbuf=mbuf) == 0
 
 
-@pytest.mark.parametrize("k,buflen", [(9, 10), (10, 10), (M32, 10), (0, 0), (0, 1)])
+@pytest.mark.parametrize(("k", "buflen"), [(9, 10), (10, 10), (M32, 10), (0, 0), (0, 1)])
 def test_mbuf_ld_h_abs_out_of_range_sets_a_zero_and_continues(k, buflen):
     # FreeBSD ignores m_xhalf()'s error for LD H|ABS: A = 0, execution goes on.
     insns = [stmt(LD | IMM, 7), stmt(LD | H | ABS, k), stmt(ALU | lib.BPF_ADD | K, 3),
@@ -401,7 +401,7 @@ def test_mbuf_ld_h_abs_out_of_range_sets_a_zero_and_continues(k, buflen):
     assert run(insns, buflen=buflen, mbuf=False) == 0
 
 
-@pytest.mark.parametrize("code,k,x", [
+@pytest.mark.parametrize(("code", "k", "x"), [
     (LD | W | ABS, 7, 0), (LD | B | ABS, 10, 0), (LD | W | IND, 3, 4),
     (LD | H | IND, 5, 4), (LD | B | IND, 6, 4), (LDX | B | MSH, 10, 0),
 ])
@@ -495,33 +495,50 @@ def model(insns, data: bytes, wirelen: int, *, mbuf: bool) -> tuple[int, bool]:
             b = x if code & 0x08 else k
             if op in (lib.BPF_DIV, lib.BPF_MOD) and b == 0:
                 return 0, oob
-            a = {
-                lib.BPF_ADD: lambda: a + b, lib.BPF_SUB: lambda: a - b,
-                lib.BPF_MUL: lambda: a * b, lib.BPF_DIV: lambda: a // b,
-                lib.BPF_MOD: lambda: a % b, lib.BPF_OR: lambda: a | b,
-                lib.BPF_AND: lambda: a & b, lib.BPF_XOR: lambda: a ^ b,
-                lib.BPF_LSH: lambda: a << (b & 31), lib.BPF_RSH: lambda: a >> (b & 31),
-                lib.BPF_NEG: lambda: -a,
-            }[op]() & M32
+            a = alu_model(op, a, b)
+
+
+def alu_model(op: int, a: int, b: int) -> int:
+    results = {
+        lib.BPF_ADD: a + b, lib.BPF_SUB: a - b, lib.BPF_MUL: a * b,
+        lib.BPF_DIV: a // b if b else 0, lib.BPF_MOD: a % b if b else 0,
+        lib.BPF_OR: a | b, lib.BPF_AND: a & b, lib.BPF_XOR: a ^ b,
+        lib.BPF_LSH: a << (b & 31), lib.BPF_RSH: a >> (b & 31), lib.BPF_NEG: -a,
+    }
+    return results[op] & M32
 
 
 BODY_OPCODES = sorted(c for c in VALID_OPCODES if c & 7 != RET)
+LOAD_OPCODES = [LD | W | ABS, LD | H | ABS, LD | B | ABS, LD | W | IND, LD | H | IND,
+                LD | B | IND, LDX | B | MSH, LDX | W | IMM]
 MEM_CODES = {ST, STX, LD | W | MEM, LDX | W | MEM}
+# Values that make edges likely: equal small operands, shift counts around
+# 32, and X + k sums that wrap past 2^32 back into a short packet.
 small_or_edge = st.one_of(
+    st.integers(0, 3),
     st.integers(0, 40),
-    st.sampled_from([M32, M32 - 1, M32 - 3, 0x80000000, 0xFFFFFFF0]),
+    st.sampled_from([31, 32, 33, 63, M32, M32 - 1, M32 - 3, 0x80000000, 0xFFFFFFF0]),
     st.integers(0, M32),
 )
 
 
+WRAPS = [M32, M32 - 1, M32 - 3, 0xFFFFFFF0]  # X + k wraps back into a short packet
+
+
 @st.composite
-def programs(draw):
-    """Valid programs: random body of the 48 non-RET opcodes, forward jumps in
-    range, then RET K or RET A."""
+def cases(draw):
+    """(program, packet, wirelen): a valid program of random non-RET opcodes
+    with in-range forward jumps, then RET K or RET A.  Load offsets and
+    LDX IMM values are mostly within or just past the packet, so that many
+    runs get past their loads and the bounds edges are hit."""
+    size = draw(st.integers(0, 48))
+    data = draw(st.binary(min_size=size, max_size=size))
+    near = st.integers(0, len(data) + 1)
     n = draw(st.integers(1, 24))
     insns = []
     for i in range(n - 1):
-        code = draw(st.sampled_from(BODY_OPCODES))
+        code = draw(st.sampled_from(BODY_OPCODES) | st.sampled_from(BODY_OPCODES)
+                    | st.sampled_from(LOAD_OPCODES))
         room = n - i - 2  # largest offset the validator allows here
         k = draw(small_or_edge)
         jt = jf = 0
@@ -534,15 +551,19 @@ def programs(draw):
             k = draw(st.integers(0, 15))
         elif code in (ALU | lib.BPF_DIV | K, ALU | lib.BPF_MOD | K) and k == 0:
             k = 1
+        elif code in LOAD_OPCODES:
+            pick = draw(st.integers(0, 9))  # mostly near, sometimes wrapping/wild
+            k = draw(near if pick < 8 else st.sampled_from(WRAPS) if pick == 8 else small_or_edge)
         insns.append((code, jt, jf, k))
     insns.append(draw(st.sampled_from([(RET | A, 0, 0, 0)]) | st.builds(
         lambda k: (RET | K, 0, 0, k), small_or_edge)))
-    return insns
+    return insns, data, draw(small_or_edge)
 
 
-@settings(max_examples=400, deadline=None)
-@given(insns=programs(), data=st.binary(max_size=40), wirelen=small_or_edge)
-def test_random_programs_match_model_and_entry_points_agree_in_range(insns, data, wirelen):
+@settings(max_examples=500, deadline=None)
+@given(case=cases())
+def test_random_programs_match_model_and_entry_points_agree_in_range(case):
+    insns, data, wirelen = case
     assert validate(insns) == 1
     p = prog(insns)
     buf = data + GUARD
@@ -576,12 +597,43 @@ def rules_model(insns) -> int:
     return int(insns[-1][0] & 7 == RET)
 
 
-near_valid_code = st.one_of(st.sampled_from(VALID_OPCODES), st.integers(0, 0xFFFF))
-insn_strategy = st.tuples(near_valid_code, st.integers(0, 6), st.integers(0, 6),
-                          st.one_of(st.integers(0, 20), st.integers(0, M32)))
+any_code = st.integers(0, 0xFFFF)
+EDITS = ["none", "code", "ja", "jt", "jf", "mem", "div", "last"]
 
 
-@settings(max_examples=400, deadline=None)
-@given(insns=st.lists(insn_strategy, min_size=1, max_size=10))
+@st.composite
+def edited_programs(draw):
+    """A valid program with at most one edit placed at the edge of one of
+    the validator's rules."""
+    insns, _, _ = draw(cases())
+    n = len(insns)
+    i = draw(st.integers(0, n - 1))
+    first_bad = n - i - 1  # smallest jump offset rejected at index i
+    edge = st.sampled_from([max(first_bad - 1, 0), first_bad, first_bad + 1])
+    code, jt, jf, k = insns[i]
+    edit = draw(st.sampled_from(EDITS))
+    if edit == "code":
+        code = draw(any_code)
+    elif edit == "ja":
+        code, k = JMP | lib.BPF_JA, draw(edge | st.just(M32))
+    elif edit in ("jt", "jf"):
+        code = draw(st.sampled_from([c for c in VALID_OPCODES if c & 7 == JMP and c & 0xF0]))
+        off = min(draw(edge), 255)
+        other = draw(st.integers(0, off))
+        jt, jf = (off, other) if edit == "jt" else (other, off)
+    elif edit == "mem":
+        code, k = draw(st.sampled_from(sorted(MEM_CODES))), draw(st.sampled_from([15, 16, M32]))
+    elif edit == "div":
+        op = draw(st.sampled_from([lib.BPF_DIV, lib.BPF_MOD]))
+        code = ALU | op | draw(st.sampled_from([K, X]))
+        k = draw(st.sampled_from([0, 1]))
+    elif edit == "last":
+        i, code = n - 1, draw(st.sampled_from(BODY_OPCODES))
+    insns[i] = (code, jt, jf, k)
+    return insns
+
+
+@settings(max_examples=500, deadline=None)
+@given(insns=edited_programs())
 def test_random_programs_validator_matches_rules(insns):
     assert validate(insns) == rules_model(insns)

@@ -1,0 +1,963 @@
+"""The high-level capture API: :class:`Descriptor`, one open ``/dev/bpf``.
+
+Every knob is a property or method named after what it does, and its
+docstring names the ioctl behind it.  Reading has one API for both buffer
+modes: :meth:`Descriptor.packets`, :meth:`Descriptor.batches` and their
+``async`` forms.  Errors are :class:`bsdbpf.BPFError` subclasses with the
+kernel's errno; see :mod:`bsdbpf.errors`.
+
+A Descriptor is not safe to share between threads without a lock of your
+own.  After ``fork()`` the child inherits the fd and, in zero-copy mode, the
+shared buffers: use the Descriptor in one process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import math
+import os
+import select
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from typing import Any, NamedTuple, Optional, Union
+
+from bsdbpf._native import ffi, lib
+from bsdbpf.errors import (
+    ZEROCOPY_ENABLE_HINT,
+    BPFError,
+    DescriptorLocked,
+    InvalidArgument,
+    InvalidFilter,
+    InvalidStateError,
+    NotAttached,
+    WouldBlock,
+    ZeroCopyDisabled,
+    from_errno,
+)
+from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat, parse_records
+from bsdbpf.system import System, default_system
+from bsdbpf.zbuf import HEADER_SIZE, ZeroCopyBuffers, buffer_length
+
+__all__ = [
+    "BpfStat",
+    "BpfVersion",
+    "BufferMode",
+    "Descriptor",
+    "Direction",
+    "snaplen_program",
+]
+
+CLOSED = "I/O operation on closed Descriptor"
+ZBUF_DEFAULT_SIZE = 512 * 1024  # libpcap's default zero-copy buffer size
+# Readable but nothing to take (see _steps): back off between these bounds.
+BACKOFF_MIN = 0.001
+BACKOFF_MAX = 0.05
+
+# Zero-copy buffers whose fd could not be closed: never unmapped, since the
+# kernel may still write into them.
+_ORPHANS: list[ZeroCopyBuffers] = []
+
+Insn = tuple[int, int, int, int]
+Program = Iterable[Any]  # (code, jt, jf, k) tuples, or objects with those attributes
+TimestampSpec = Union[Timestamp, TimestampFormat, tuple[int, int], int]
+
+
+class Direction(enum.IntEnum):
+    """Which packets a descriptor sees (BIOCSDIRECTION)."""
+
+    IN = lib.BPF_D_IN  #: received only
+    INOUT = lib.BPF_D_INOUT  #: received and sent (FreeBSD's default)
+    OUT = lib.BPF_D_OUT  #: sent only
+
+
+class BufferMode(enum.IntEnum):
+    """How packets reach the process (BIOCSETBUFMODE)."""
+
+    BUFFER = lib.BPF_BUFMODE_BUFFER  #: kernel buffers copied out by read(2)
+    ZBUF = lib.BPF_BUFMODE_ZBUF  #: zero-copy: buffers shared with the kernel
+
+
+class BpfVersion(NamedTuple):
+    """The BPF version the kernel implements (BIOCVERSION)."""
+
+    major: int
+    minor: int
+
+
+class BpfStat(NamedTuple):
+    """Packet counters of a descriptor (BIOCGSTATS)."""
+
+    recv: int  #: packets offered to the descriptor
+    drop: int  #: accepted packets dropped for lack of buffer space
+
+
+def snaplen_program(snaplen: int) -> tuple[Insn, ...]:
+    """The one-instruction filter ``RET #snaplen``: accept every packet, keep
+    at most ``snaplen`` bytes of it."""
+    return ((lib.BPF_RET | lib.BPF_K, 0, 0, snaplen),)
+
+
+def _insn(op: str, i: int, ins: Any) -> Insn:
+    code, jt, jf, k = (ins.code, ins.jt, ins.jf, ins.k) if hasattr(ins, "code") else ins
+    if not (0 <= code <= 0xFFFF and 0 <= jt <= 0xFF and 0 <= jf <= 0xFF and 0 <= k <= 0xFFFFFFFF):
+        raise from_errno(errno.EINVAL, op, cls=InvalidFilter, hint=(
+            f"instruction {i} {(code, jt, jf, k)}: code is a u_short, jt and jf u_chars, "
+            "k a 32-bit unsigned int"))
+    return int(code), int(jt), int(jf), int(k)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# What _steps asks its driver for: wait for readability, or sleep.
+_WAIT, _SLEEP = "wait", "sleep"
+# How hard _take tries: look only, the fd was found readable, or the deadline
+# came (also fetch a partly filled buffer).
+_CHECK, _READY, _DRAIN = "check", "ready", "drain"
+Steps = Generator[tuple[str, Optional[float]], bool, Optional[Batch]]
+
+
+class Descriptor:
+    """One open ``/dev/bpf`` descriptor: configuration, capture and injection.
+
+    ``Descriptor()`` opens ``/dev/bpf`` read-write on ``system`` (default:
+    :func:`bsdbpf.system.default_system`); :meth:`open` also configures and
+    attaches it.  Close it with :meth:`close` or a ``with`` block; using it
+    afterwards raises ``ValueError("I/O operation on closed Descriptor")``.
+    """
+
+    def __init__(self, system: System | None = None) -> None:
+        # Everything __del__ and close() look at exists before the first call
+        # that can fail.
+        self._closed = True
+        self._fd = -1
+        self._lock = threading.RLock()  # state transitions vs touching shared memory
+        self._zbuf: ZeroCopyBuffers | None = None
+        self._retired: list[ZeroCopyBuffers] = []  # registration failed; free after close
+        self._batch: Batch | None = None
+        self._read_buf: bytearray | None = None
+        self._bufmode = BufferMode.BUFFER
+        self._tstamp: int | None = None
+        self._locked = False
+        self._immediate = False
+        self._feedback = False
+        self._nonblocking = False
+        self._attached = False
+        self._ifname: str | None = None
+        self._filter: tuple[Insn, ...] | None = None
+        self._write_filter: tuple[Insn, ...] | None = None
+        #: Why ``open(zerocopy="auto")`` fell back to buffered mode, else None.
+        self.zerocopy_fallback_reason: str | None = None
+        #: Buffers (batches) taken from the kernel so far, in either mode.
+        self.buffers_consumed = 0
+        #: Records in those buffers.
+        self.records_consumed = 0
+        self._system: System = default_system() if system is None else system
+        self._fd = self._system.open("/dev/bpf", os.O_RDWR)
+        self._closed = False
+
+    # -- lifetime -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        ifname: str,
+        *,
+        zerocopy: bool | str = "auto",
+        buffer_size: int | None = None,
+        immediate: bool = False,
+        filter: Program | None = None,
+        snaplen: int | None = None,
+        direction: Direction | None = None,
+        timestamp: TimestampSpec | None = None,
+        promiscuous: bool = False,
+        read_timeout: float | None = None,
+        nonblocking: bool = False,
+        system: System | None = None,
+    ) -> Descriptor:
+        """Open ``/dev/bpf``, configure it and attach it to ``ifname``.
+
+        The steps follow the order the kernel requires: BIOCSETBUFMODE, then
+        the buffers (zero-copy: BIOCGETZMAX, two mmaps, BIOCSETZBUF; buffered:
+        BIOCSBLEN), the filter (BIOCSETF), the options, BIOCSETIF, and
+        BIOCPROMISC.  On any failure everything is released (fd first, then
+        the buffers) and the error re-raised.
+
+        ``zerocopy``: ``"auto"`` uses zero-copy buffers when the kernel allows
+        them (``net.bpf.zerocopy_enable=1``) and otherwise falls back to
+        buffered mode, saying why in :attr:`zerocopy_fallback_reason`;
+        ``True`` raises :class:`bsdbpf.ZeroCopyDisabled` instead; ``False``
+        never tries.  ``buffer_size``: bytes per buffer (zero-copy: each
+        shared buffer, rounded up to whole pages, at most BIOCGETZMAX; default
+        512 KiB).  ``filter`` is a sequence of ``(code, jt, jf, k)``
+        instructions; ``snaplen`` alone installs ``RET #snaplen``.
+        """
+        if zerocopy not in ("auto", True, False):
+            raise ValueError(f"zerocopy={zerocopy!r}: expected 'auto', True or False")
+        if filter is not None and snaplen is not None:
+            raise ValueError("give a filter or a snaplen, not both: the filter's RET "
+                             "instructions set the snapshot length")
+        d = cls(system)
+        try:
+            d._setup_buffers(zerocopy, buffer_size)
+            if filter is not None:
+                d.set_filter(filter)
+            elif snaplen is not None:
+                d.set_filter(snaplen_program(snaplen))
+            if immediate:
+                d.immediate = True
+            if direction is not None:
+                d.direction = direction
+            if timestamp is not None:
+                d.timestamp = timestamp
+            if read_timeout is not None:
+                d.read_timeout = read_timeout
+            if nonblocking:
+                d.nonblocking = True
+            d.attach(ifname)
+            if promiscuous:
+                d.promiscuous()
+        except BaseException:
+            d.close()
+            raise
+        return d
+
+    def _setup_buffers(self, zerocopy: bool | str, buffer_size: int | None) -> None:
+        if zerocopy is not False:
+            try:
+                self.buffer_mode = BufferMode.ZBUF
+            except ZeroCopyDisabled as err:
+                if zerocopy is True:
+                    raise
+                self.zerocopy_fallback_reason = err.hint
+            else:
+                self.register_zerocopy_buffers(buffer_size)
+                return
+        if buffer_size is not None:
+            self.buffer_size = buffer_size
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    def fileno(self) -> int:
+        """The file descriptor, for select/poll/kqueue/selectors/asyncio."""
+        return self._check()
+
+    def close(self) -> None:
+        """Close the fd, then free the zero-copy buffers.  Idempotent.
+
+        The order is fixed: the kernel unwires the shared pages when the fd
+        closes, so they are unmapped only after that.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            fd, zbufs = self._fd, [*self._retired, *([self._zbuf] if self._zbuf else [])]
+            try:
+                self._settle(resume=False)  # release every view handed out
+            finally:
+                self._closed = True
+                self._fd = -1
+                self._zbuf = None
+                self._retired = []
+                try:
+                    self._system.close(fd)
+                except BaseException:
+                    _ORPHANS.extend(zbufs)  # the kernel may still own the pages
+                    raise
+                for zbuf in zbufs:
+                    zbuf.close()
+
+    def __enter__(self) -> Descriptor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True):
+            return  # closed, or __init__ never got an fd
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+        finally:
+            with contextlib.suppress(Exception):  # interpreter shutdown, broken system
+                self.close()
+
+    def __repr__(self) -> str:
+        if getattr(self, "_closed", True):
+            return "<bsdbpf.Descriptor closed>"
+        mode = "zerocopy" if getattr(self, "_zbuf", None) else "buffered"
+        where = f" {self._ifname}" if getattr(self, "_ifname", None) else ""
+        return f"<bsdbpf.Descriptor fd={self._fd}{where} {mode}>"
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _check(self) -> int:
+        if self._closed:
+            raise ValueError(CLOSED)
+        return self._fd
+
+    def _ioctl(self, request: int, arg: Any = None) -> int:
+        fd = self._check()
+        try:
+            return self._system.ioctl(fd, request, arg)
+        except BPFError as err:
+            if err.errno == errno.EPERM and self._locked and not isinstance(err, DescriptorLocked):
+                raise from_errno(err.errno, err.op, ifname=err.ifname,
+                                 cls=DescriptorLocked) from err
+            raise
+
+    def _get_uint(self, request: int) -> int:
+        value = ffi.new("u_int *")
+        self._ioctl(request, value)
+        return int(value[0])
+
+    def _set_uint(self, request: int, value: int) -> None:
+        self._ioctl(request, ffi.new("u_int *", int(value)))
+
+    def _set_int(self, request: int, value: int) -> None:
+        self._ioctl(request, ffi.new("int *", int(value)))
+
+    # -- buffers ------------------------------------------------------------
+
+    @property
+    def buffer_mode(self) -> BufferMode:
+        """The buffer mode (BIOCGETBUFMODE/BIOCSETBUFMODE).
+
+        Set it first, right after opening: the kernel freezes it once buffers
+        exist or an interface is attached (EBUSY, :class:`bsdbpf.InvalidStateError`).
+        ``BufferMode.ZBUF`` while ``net.bpf.zerocopy_enable`` is 0 raises
+        :class:`bsdbpf.ZeroCopyDisabled`.
+        """
+        return BufferMode(self._get_uint(lib.BIOCGETBUFMODE))
+
+    @buffer_mode.setter
+    def buffer_mode(self, mode: BufferMode) -> None:
+        try:
+            self._set_uint(lib.BIOCSETBUFMODE, mode)
+        except BPFError as err:
+            if err.errno == errno.EINVAL and int(mode) == BufferMode.ZBUF and (
+                    self._zerocopy_disabled()):
+                raise from_errno(err.errno, err.op, cls=ZeroCopyDisabled, hint=(
+                    "zero-copy is disabled (net.bpf.zerocopy_enable=0): "
+                    + ZEROCOPY_ENABLE_HINT)) from err
+            raise
+        self._bufmode = BufferMode(int(mode))
+
+    def _zerocopy_disabled(self) -> bool:
+        value = self._system.sysctlbyname("net.bpf.zerocopy_enable")
+        return int.from_bytes(value, "little", signed=True) == 0
+
+    @property
+    def zerocopy(self) -> bool:
+        """True if packets arrive in zero-copy buffers shared with the kernel."""
+        return self._zbuf is not None
+
+    @property
+    def zerocopy_buffers(self) -> ZeroCopyBuffers | None:
+        """The shared buffers (zero-copy mode), owned by this Descriptor."""
+        return self._zbuf
+
+    def register_zerocopy_buffers(self, size: int | None = None) -> None:
+        """Map two zero-copy buffers and register them (BIOCGETZMAX, BIOCSETZBUF).
+
+        Needs ``buffer_mode = BufferMode.ZBUF`` first, and happens once,
+        before :meth:`attach`.  ``size`` is each buffer's length, rounded up
+        to whole pages; more than BIOCGETZMAX raises
+        :class:`bsdbpf.InvalidArgument`.  Default: 512 KiB (or BIOCGBLEN if
+        larger), at most BIOCGETZMAX.
+        """
+        if self._zbuf is not None or self._attached:
+            self._check()
+            raise from_errno(errno.EINVAL, "BIOCSETZBUF", cls=InvalidStateError, hint=(
+                "zero-copy buffers are registered once, before attaching (BIOCSETIF)"))
+        zmax = ffi.new("size_t *")
+        self._ioctl(lib.BIOCGETZMAX, zmax)
+        if size is None:
+            size = min(max(self.buffer_size, ZBUF_DEFAULT_SIZE), int(zmax[0]))
+        zbuf = ZeroCopyBuffers(buffer_length(size, int(zmax[0])))
+        try:
+            zbuf.register(self._ioctl)
+        except BaseException:
+            self._retired.append(zbuf)  # unmapped after close(), like registered ones
+            raise
+        self._zbuf = zbuf
+
+    @property
+    def buffer_size(self) -> int:
+        """Bytes per buffer (BIOCGBLEN/BIOCSBLEN): what the kernel granted.
+
+        Setting it (buffered mode, before attach) asks for a size; the kernel
+        clamps it to [32, net.bpf.maxbufsize] and this property reports the
+        result.  In zero-copy mode it is each shared buffer's length minus
+        its 32-byte header.
+        """
+        return self._get_uint(lib.BIOCGBLEN)
+
+    @buffer_size.setter
+    def buffer_size(self, size: int) -> None:
+        self._set_uint(lib.BIOCSBLEN, size)
+
+    @property
+    def buffers_held(self) -> bool:
+        """True while a zero-copy buffer is held (not yet acknowledged)."""
+        return self._zbuf is not None and self._zbuf.holding
+
+    # -- options ------------------------------------------------------------
+
+    @property
+    def immediate(self) -> bool:
+        """Deliver packets as they arrive rather than when a buffer fills
+        (BIOCIMMEDIATE).  FreeBSD has no getter: this is the value last set
+        through this object."""
+        return self._immediate
+
+    @immediate.setter
+    def immediate(self, on: bool) -> None:
+        self._set_uint(lib.BIOCIMMEDIATE, bool(on))
+        self._immediate = bool(on)
+
+    @property
+    def feedback(self) -> bool:
+        """Also capture the packets this descriptor writes (BIOCFEEDBACK).
+        FreeBSD has no getter: this is the value last set through this object."""
+        return self._feedback
+
+    @feedback.setter
+    def feedback(self, on: bool) -> None:
+        self._set_uint(lib.BIOCFEEDBACK, bool(on))
+        self._feedback = bool(on)
+
+    @property
+    def header_complete(self) -> bool:
+        """Written frames carry their own link-layer source address
+        (BIOCGHDRCMPLT/BIOCSHDRCMPLT)."""
+        return bool(self._get_uint(lib.BIOCGHDRCMPLT))
+
+    @header_complete.setter
+    def header_complete(self, on: bool) -> None:
+        self._set_uint(lib.BIOCSHDRCMPLT, bool(on))
+
+    @property
+    def direction(self) -> Direction:
+        """Which packets are captured (BIOCGDIRECTION/BIOCSDIRECTION)."""
+        return Direction(self._get_uint(lib.BIOCGDIRECTION))
+
+    @direction.setter
+    def direction(self, value: Direction) -> None:
+        self._set_uint(lib.BIOCSDIRECTION, value)
+
+    @property
+    def timestamp(self) -> Timestamp:
+        """Format and clock of record timestamps (BIOCGTSTAMP/BIOCSTSTAMP).
+
+        Set a :class:`Timestamp`, a ``(format, clock)`` pair, a
+        :class:`TimestampFormat` (normal clock) or a raw ``BPF_T_*`` word.
+        The kernel applies it to packets captured afterwards.
+        """
+        value = self._get_uint(lib.BIOCGTSTAMP)
+        self._tstamp = value
+        return Timestamp.from_value(value)
+
+    @timestamp.setter
+    def timestamp(self, value: TimestampSpec) -> None:
+        word = int(value[0]) | int(value[1]) if isinstance(value, tuple) else int(value)
+        self._set_uint(lib.BIOCSTSTAMP, word)
+        self._tstamp = word
+
+    def _tstamp_value(self) -> int:
+        # Cached: BIOCGTSTAMP is refused once the descriptor is locked.
+        if self._tstamp is None:
+            self._tstamp = self._get_uint(lib.BIOCGTSTAMP)
+        return self._tstamp
+
+    @property
+    def read_timeout(self) -> float | None:
+        """Seconds a read waits before returning what it has; None: no timeout
+        (BIOCGRTIMEOUT/BIOCSRTIMEOUT).
+
+        The kernel keeps it in clock ticks, so the value read back is rounded
+        (with hz=1000, 0.0005 reads back as 0.001).  In zero-copy mode it makes
+        the descriptor readable when the time passes with data buffered.
+        """
+        tv = ffi.new("struct timeval *")
+        self._ioctl(lib.BIOCGRTIMEOUT, tv)
+        seconds = int(tv.tv_sec) + int(tv.tv_usec) / 1e6
+        return seconds or None
+
+    @read_timeout.setter
+    def read_timeout(self, seconds: float | None) -> None:
+        sec, usec = divmod(round((seconds or 0) * 1_000_000), 1_000_000)
+        tv = ffi.new("struct timeval *")
+        tv.tv_sec = sec
+        tv.tv_usec = usec
+        self._ioctl(lib.BIOCSRTIMEOUT, tv)
+
+    @property
+    def nonblocking(self) -> bool:
+        """Non-blocking reads (FIONBIO); the value last set through this object."""
+        return self._nonblocking
+
+    @nonblocking.setter
+    def nonblocking(self, on: bool) -> None:
+        self._set_int(lib.FIONBIO, bool(on))
+        self._nonblocking = bool(on)
+
+    def promiscuous(self) -> None:
+        """Put the attached interface in promiscuous mode (BIOCPROMISC).
+
+        It stays so until the descriptor is closed or re-attached.
+        """
+        self._ioctl(lib.BIOCPROMISC)
+
+    # -- interface and link type -------------------------------------------
+
+    def attach(self, ifname: str) -> None:
+        """Attach to the interface ``ifname`` (BIOCSETIF); capture starts.
+
+        An unknown name raises :class:`bsdbpf.InterfaceNotFound` (ENXIO).
+        """
+        raw = ifname.encode()
+        if len(raw) >= lib.IFNAMSIZ or b"\0" in raw:
+            self._check()
+            raise from_errno(errno.EINVAL, "BIOCSETIF", ifname=ifname, cls=InvalidArgument,
+                             hint=f"an interface name has at most {lib.IFNAMSIZ - 1} bytes "
+                                  "and no NUL")
+        ifr = ffi.new("struct ifreq *")
+        ifr.ifr_name = raw
+        try:
+            self._ioctl(lib.BIOCSETIF, ifr)
+        except BPFError as err:
+            if err.ifname is not None:
+                raise
+            raise from_errno(err.errno or errno.EINVAL, err.op, ifname=ifname, cls=type(err),
+                             hint=err.hint or None) from err
+        self._attached = True
+        self._ifname = ifname
+        if self._zbuf is None:
+            # One reusable read buffer of exactly BIOCGBLEN bytes, asked after
+            # attach because the kernel may round the size.
+            size = self.buffer_size
+            if self._read_buf is None or len(self._read_buf) != size:
+                self._read_buf = bytearray(size)
+
+    @property
+    def interface(self) -> str | None:
+        """The attached interface's name (BIOCGETIF), or None if not attached."""
+        ifr = ffi.new("struct ifreq *")
+        try:
+            self._ioctl(lib.BIOCGETIF, ifr)
+        except InvalidArgument:
+            return None  # EINVAL: not attached
+        name: bytes = ffi.string(ifr.ifr_name)
+        return name.decode(errors="replace")
+
+    @property
+    def dlt(self) -> int:
+        """The link type of captured packets, a ``DLT_*`` value (BIOCGDLT/BIOCSDLT).
+
+        Setting picks another link type the interface offers (see :attr:`dlt_list`).
+        """
+        return self._get_uint(lib.BIOCGDLT)
+
+    @dlt.setter
+    def dlt(self, value: int) -> None:
+        self._set_uint(lib.BIOCSDLT, value)
+
+    @property
+    def dlt_list(self) -> list[int]:
+        """The link types the attached interface offers (BIOCGDLTLIST)."""
+        while True:
+            count = ffi.new("struct bpf_dltlist *")  # bfl_list NULL: just count
+            self._ioctl(lib.BIOCGDLTLIST, count)
+            n = int(count.bfl_len)
+            items = ffi.new("u_int[]", max(n, 1))
+            bfl = ffi.new("struct bpf_dltlist *")
+            bfl.bfl_len = n
+            bfl.bfl_list = items  # `items` stays alive until the call returns
+            try:
+                self._ioctl(lib.BIOCGDLTLIST, bfl)
+            except BPFError as err:
+                if err.errno == errno.ENOMEM:
+                    continue  # the list grew between the two calls
+                raise
+            return [int(x) for x in items[0:int(bfl.bfl_len)]]
+
+    # -- filters ------------------------------------------------------------
+
+    def _program(self, request: int, program: Program | None) -> tuple[Insn, ...]:
+        op = {lib.BIOCSETF: "BIOCSETF", lib.BIOCSETFNR: "BIOCSETFNR",
+              lib.BIOCSETWF: "BIOCSETWF"}[request]
+        self._check()
+        insns = tuple(_insn(op, i, ins) for i, ins in enumerate(program or ()))
+        array = ffi.new("struct bpf_insn[]", max(len(insns), 1))
+        for slot, (code, jt, jf, k) in zip(array, insns):
+            slot.code, slot.jt, slot.jf, slot.k = code, jt, jf, k
+        prog = ffi.new("struct bpf_program *")
+        prog.bf_len = len(insns)
+        prog.bf_insns = array if insns else ffi.NULL  # `array` outlives the call
+        self._ioctl(request, prog)
+        return insns
+
+    def set_filter(self, program: Program | None, *, reset: bool = True) -> None:
+        """Install the read filter: BIOCSETF, or BIOCSETFNR with ``reset=False``.
+
+        ``program`` is a sequence of ``(code, jt, jf, k)`` instructions (or
+        objects with those attributes); None or empty removes the filter.
+        BIOCSETF also discards buffered packets and zeroes the counters;
+        BIOCSETFNR keeps them.
+        """
+        if reset and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
+            self._zbuf_first("BIOCSETF")
+        self._filter = self._program(lib.BIOCSETF if reset else lib.BIOCSETFNR, program) or None
+
+    @property
+    def filter(self) -> tuple[Insn, ...] | None:
+        """The read filter last installed through this object (BIOCSETF).
+
+        FreeBSD cannot read a filter back; None means none was set here.
+        """
+        return self._filter
+
+    @filter.setter
+    def filter(self, program: Program | None) -> None:
+        self.set_filter(program)
+
+    @property
+    def write_filter(self) -> tuple[Insn, ...] | None:
+        """The filter frames must pass to be written (BIOCSETWF); as last set here."""
+        return self._write_filter
+
+    @write_filter.setter
+    def write_filter(self, program: Program | None) -> None:
+        self._write_filter = self._program(lib.BIOCSETWF, program) or None
+
+    def _zbuf_first(self, op: str) -> None:
+        self._check()
+        raise from_errno(errno.EINVAL, op, cls=InvalidStateError, hint=(
+            f"in zero-copy mode {op} needs the buffers registered first "
+            "(register_zerocopy_buffers, BIOCSETZBUF): FreeBSD's kernel would dereference "
+            "a NULL buffer and panic"))
+
+    # -- counters, control --------------------------------------------------
+
+    @property
+    def version(self) -> BpfVersion:
+        """The kernel's BPF version (BIOCVERSION); FreeBSD reports 1.1."""
+        v = ffi.new("struct bpf_version *")
+        self._ioctl(lib.BIOCVERSION, v)
+        return BpfVersion(int(v.bv_major), int(v.bv_minor))
+
+    def stats(self) -> BpfStat:
+        """Packets offered to and dropped by this descriptor (BIOCGSTATS)."""
+        st = ffi.new("struct bpf_stat *")
+        self._ioctl(lib.BIOCGSTATS, st)
+        return BpfStat(int(st.bs_recv), int(st.bs_drop))
+
+    @property
+    def bytes_available(self) -> int:
+        """Bytes of captured packets waiting in the kernel's buffers (FIONREAD)."""
+        value = ffi.new("int *")
+        self._ioctl(lib.FIONREAD, value)
+        return int(value[0])
+
+    def flush(self) -> None:
+        """Discard buffered packets and zero the counters (BIOCFLUSH).
+
+        A zero-copy buffer the process holds is not touched.
+        """
+        if self._bufmode == BufferMode.ZBUF and self._zbuf is None:
+            self._zbuf_first("BIOCFLUSH")
+        self._ioctl(lib.BIOCFLUSH)
+
+    def lock(self) -> None:
+        """Lock the descriptor against reconfiguration (BIOCLOCK); cannot be undone.
+
+        Afterwards requests FreeBSD forbids raise :class:`bsdbpf.DescriptorLocked`
+        (EPERM); capture goes on.
+        """
+        self._tstamp_value()  # BIOCGTSTAMP is refused once locked; parsing needs it
+        self._ioctl(lib.BIOCLOCK)
+        self._locked = True
+
+    @property
+    def locked(self) -> bool:
+        """True after :meth:`lock`."""
+        return self._locked
+
+    def write(self, frame: Any) -> int:
+        """Send one link-layer frame out of the attached interface (write(2)).
+
+        Returns the number of bytes written.
+        """
+        return self._system.write(self._check(), frame)
+
+    inject = write
+
+    # -- reading ------------------------------------------------------------
+
+    def packets(
+        self, count: int | None = None, timeout: float | None = None
+    ) -> Iterator[Packet]:
+        """Yield captured packets, in both buffer modes, without copying them.
+
+        Stops after ``count`` packets (None: no limit), or when ``timeout``
+        seconds pass without a packet (None: wait forever; 0: take what is
+        buffered now and stop).  At a timeout the kernel's partly filled
+        buffer is fetched too (BIOCROTZBUF, or a non-blocking read).
+
+        A packet's ``data`` is a view of the kernel's buffer, valid until the
+        iterator advances: using it afterwards raises ValueError.  Keep data
+        with ``bytes(pkt.data)`` or :meth:`Packet.copy`.  Stopping early
+        keeps the rest of the buffer for the next call.
+        """
+        taken = 0
+        while count is None or taken < count:
+            batch = self._fetch(timeout, resume=True)
+            if batch is None:
+                return
+            prev: Packet | None = None
+            for pkt in batch._take():
+                if prev is not None:
+                    prev.data.release()
+                prev = pkt
+                yield pkt
+                taken += 1
+                if count is not None and taken >= count:
+                    return
+
+    def batches(self, timeout: float | None = None) -> Iterator[Batch]:
+        """Yield each buffer the kernel hands over as a :class:`Batch`.
+
+        ``timeout`` as in :meth:`packets`.  Records are views of the kernel's
+        buffer; the batch is released (zero-copy: acknowledged) when you
+        leave its ``with`` block, or at the latest when the iterator advances.
+        """
+        while True:
+            batch = self.next_batch(timeout)
+            if batch is None:
+                return
+            yield batch
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """The next :class:`Batch`, or None if ``timeout`` passed without one.
+
+        Releases the previous batch first.
+        """
+        batch = self._fetch(timeout, resume=True)
+        if batch is not None:
+            batch._resumable = False
+        return batch
+
+    async def apackets(
+        self, count: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[Packet]:
+        """``async for`` form of :meth:`packets` (waits with ``loop.add_reader``)."""
+        taken = 0
+        while count is None or taken < count:
+            batch = await self._afetch(timeout, resume=True)
+            if batch is None:
+                return
+            prev: Packet | None = None
+            for pkt in batch._take():
+                if prev is not None:
+                    prev.data.release()
+                prev = pkt
+                yield pkt
+                taken += 1
+                if count is not None and taken >= count:
+                    return
+
+    async def abatches(self, timeout: float | None = None) -> AsyncIterator[Batch]:
+        """``async for`` form of :meth:`batches`."""
+        while True:
+            batch = await self._afetch(timeout, resume=True)
+            if batch is None:
+                return
+            batch._resumable = False
+            yield batch
+
+    def _settle(self, resume: bool) -> Batch | None:
+        """The batch packets() stopped in, to go on with; else release the current one
+        (acknowledging it: never wait while holding a buffer)."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return None
+        if resume and not batch.released and batch._partial:
+            self._batch = batch
+            return batch
+        batch.release()
+        return None
+
+    def _adopt(self, batch: Batch | None) -> Batch | None:
+        if batch is not None:
+            self._batch = batch
+            self.buffers_consumed += 1
+            self.records_consumed += len(batch)
+        return batch
+
+    def _fetch(self, timeout: float | None, resume: bool) -> Batch | None:
+        pending = self._settle(resume)
+        if pending is not None:
+            return pending
+        steps = self._steps(timeout, can_block=True)
+        try:
+            kind, seconds = next(steps)
+            while True:
+                if kind == _WAIT:
+                    kind, seconds = steps.send(self._wait_readable(seconds))
+                else:
+                    time.sleep(seconds or 0)
+                    kind, seconds = steps.send(True)
+        except StopIteration as stop:
+            return self._adopt(stop.value)
+
+    async def _afetch(self, timeout: float | None, resume: bool) -> Batch | None:
+        pending = self._settle(resume)
+        if pending is not None:
+            return pending
+        steps = self._steps(timeout, can_block=False)
+        try:
+            kind, seconds = next(steps)
+            while True:
+                if kind == _WAIT:
+                    kind, seconds = steps.send(await self._areadable(seconds))
+                else:
+                    await asyncio.sleep(seconds or 0)
+                    kind, seconds = steps.send(True)
+        except StopIteration as stop:
+            return self._adopt(stop.value)
+
+    def _steps(self, timeout: float | None, can_block: bool) -> Steps:
+        """How to get the next batch, for both modes and both drivers (sync,
+        asyncio): yields what to wait for, returns the batch or None."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout={timeout}: must be >= 0 or None")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = BACKOFF_MIN
+        while True:
+            remaining = _remaining(deadline)
+            if remaining is None and can_block and self._zbuf is None and not self._nonblocking:
+                batch = self._read()  # read(2) blocks, without the GIL
+                if batch is not None:
+                    return batch
+                continue  # the kernel's read timeout passed with nothing
+            batch = self._take(_CHECK)
+            if batch is not None:
+                return batch
+            if remaining == 0:
+                return self._take(_DRAIN)
+            readable = yield _WAIT, remaining
+            if not readable:
+                continue  # the deadline has come: drain on the next pass
+            batch = self._take(_READY)
+            if batch is not None:
+                return batch
+            # Readable, yet nothing to take: in zero-copy mode the kernel only
+            # reclaims an acknowledged buffer when the next packet arrives, and
+            # until then reports data it cannot hand over (spec section f).
+            if self.interface is None:
+                raise from_errno(errno.ENXIO, "read", cls=NotAttached, hint=(
+                    "the descriptor is not attached (BIOCSETIF) or its interface went away"))
+            remaining = _remaining(deadline)
+            yield _SLEEP, backoff if remaining is None else min(backoff, remaining)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _wait_readable(self, timeout: float | None) -> bool:
+        poller = select.poll()
+        poller.register(self._check(), select.POLLIN)
+        ms = None if timeout is None else math.ceil(timeout * 1000)
+        return bool(poller.poll(ms))  # releases the GIL; EINTR is retried (PEP 475)
+
+    async def _areadable(self, timeout: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[bool] = loop.create_future()
+
+        def on_readable() -> None:
+            if not ready.done():
+                ready.set_result(True)
+
+        fd = self._check()
+        loop.add_reader(fd, on_readable)
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(fd)
+        return True
+
+    def _take(self, how: str) -> Batch | None:
+        if self._zbuf is not None:
+            return self._take_zbuf(rotate=how != _CHECK)
+        if how == _CHECK:
+            return self._read() if self._wait_readable(0) else None
+        if how == _READY:
+            return self._read()
+        return self._read_partial()
+
+    # -- zero-copy mode -----------------------------------------------------
+
+    def _take_zbuf(self, rotate: bool) -> Batch | None:
+        with self._lock:  # close() cannot unmap while we look
+            self._check()
+            zbuf = self._zbuf
+            assert zbuf is not None
+            got = zbuf.take()
+            if got is None and rotate:
+                # Hand over a partly filled buffer (immediate, timeout, deadline).
+                zbuf.rotate(self._ioctl)
+                got = zbuf.take()
+            if got is None:
+                return None
+            index, end = got
+            tstamp = self._tstamp_value()
+            try:
+                fields = parse_records(zbuf.buffer(index), HEADER_SIZE, end, tstamp)
+            except BaseException:
+                zbuf.acknowledge()  # give it back, or the kernel stalls on it
+                raise
+            return Batch(zbuf.view(index), fields, tstamp, on_release=self._acknowledge)
+
+    def _acknowledge(self) -> None:
+        with self._lock:
+            if self._zbuf is not None:
+                self._zbuf.acknowledge()
+
+    # -- buffered mode ------------------------------------------------------
+
+    def _read(self) -> Batch | None:
+        """One read(2) into the reusable buffer; None if it returned nothing."""
+        fd = self._check()
+        buf = self._read_buf
+        if buf is None:
+            buf = self._read_buf = bytearray(self.buffer_size)
+        try:
+            n = self._system.read(fd, buf)
+        except WouldBlock:
+            return None
+        if n == 0:
+            return None
+        tstamp = self._tstamp_value()
+        return Batch(memoryview(buf), parse_records(buf, 0, n, tstamp), tstamp)
+
+    def _read_partial(self) -> Batch | None:
+        """Whatever the kernel has buffered, without waiting: a non-blocking
+        read rotates a partly filled store buffer out (bpfread)."""
+        if self._nonblocking:
+            return self._read()
+        if self._locked or self.bytes_available == 0:
+            return None  # FIONBIO is refused on a locked descriptor
+        self._set_int(lib.FIONBIO, 1)
+        try:
+            return self._read()
+        finally:
+            self._set_int(lib.FIONBIO, 0)
