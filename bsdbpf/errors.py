@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Any, Optional
+from typing import Any
 
 __all__ = [
     "BPFError",
@@ -52,7 +52,7 @@ class BPFError(OSError):
         errnum: int,
         op: str,
         hint: str = "",
-        ifname: Optional[str] = None,
+        ifname: str | None = None,
     ) -> None:
         super().__init__(errnum, os.strerror(errnum) if errnum else "error")
         self.op = op
@@ -152,18 +152,41 @@ for _cls in [BPFError, *(globals()[_n] for _n in __all__ if _n[0].isupper())]:
     _cls.__module__ = "bsdbpf"
 
 _FILTER_OPS = {"BIOCSETF", "BIOCSETFNR", "BIOCSETWF"}
+# Requests that return EINVAL when no interface is attached (spec §e).
+_NEEDS_ATTACH_OPS = {"BIOCGETIF", "BIOCGDLT", "BIOCGDLTLIST", "BIOCPROMISC"}
 ZEROCOPY_ENABLE_HINT = (
     "enable zero-copy with `sysctl net.bpf.zerocopy_enable=1` "
     "(or `bsdbpf zerocopy on`) as root"
 )
 
+# fsetown(9) refuses an owner outside the caller's session with the same EPERM
+# that a locked descriptor gives.
+_SIGIO_OWNER_HINT = (
+    "the descriptor is locked (BIOCLOCK), or the SIGIO owner is not a process or "
+    "process group in your session"
+)
+
 # (operation, errno) -> (class, what to do).  An operation of None matches any.
-_TABLE: dict[tuple[Optional[str], int], tuple[type[BPFError], str]] = {
+_TABLE: dict[tuple[str | None, int], tuple[type[BPFError], str]] = {
     ("open", _errno.EACCES): (
         PermissionDenied,
         "opening /dev/bpf needs root, or a devfs.rules entry that grants your group access",
     ),
     ("open", _errno.ENOENT): (DeviceNotFound, "the BPF device is /dev/bpf (alias /dev/bpf0)"),
+    ("open", _errno.EPERM): (
+        PermissionDenied,
+        "a security policy (securelevel, MAC or jail) refuses /dev/bpf to this process",
+    ),
+    ("FIOSETOWN", _errno.EPERM): (DescriptorLocked, _SIGIO_OWNER_HINT),
+    ("TIOCSPGRP", _errno.EPERM): (DescriptorLocked, _SIGIO_OWNER_HINT),
+    ("read", _errno.EBADF): (
+        InvalidStateError,
+        "the descriptor was opened write-only; open it O_RDONLY or O_RDWR to read",
+    ),
+    ("write", _errno.EBADF): (
+        InvalidStateError,
+        "the descriptor was opened read-only; open it O_WRONLY or O_RDWR to write",
+    ),
     ("BIOCSETIF", _errno.ENXIO): (
         InterfaceNotFound,
         "no interface of that name has a BPF tap; `ifconfig -l` lists interfaces",
@@ -186,6 +209,11 @@ _TABLE: dict[tuple[Optional[str], int], tuple[type[BPFError], str]] = {
         InvalidBuffer,
         "zero-copy buffers must be non-NULL, page-aligned, a whole number of pages, at most "
         "BIOCGETZMAX bytes, and registered once, before BIOCSETIF",
+    ),
+    ("BIOCSDLT", _errno.EINVAL): (
+        InvalidArgument,
+        "attach the descriptor first (BIOCSETIF) and pick a link type the interface "
+        "offers (BIOCGDLTLIST)",
     ),
     ("BIOCSBLEN", _errno.EINVAL): (
         InvalidStateError,
@@ -225,6 +253,11 @@ _TABLE: dict[tuple[Optional[str], int], tuple[type[BPFError], str]] = {
     (None, _errno.EBUSY): (InvalidStateError, "the descriptor is busy"),
     (None, _errno.ENXIO): (NotAttached, "the descriptor is not attached to an interface"),
     (None, _errno.EINVAL): (InvalidArgument, ""),
+    (None, _errno.ENOTTY): (
+        InvalidArgument,
+        "/dev/bpf does not know this request: its number or argument size is wrong",
+    ),
+    (None, _errno.EBADF): (InvalidStateError, "the file descriptor is not open"),
     (None, _errno.EMSGSIZE): (InvalidArgument, ""),
     (None, _errno.EFAULT): (
         BadAddress,
@@ -244,9 +277,9 @@ def from_errno(
     errnum: int,
     op: str,
     *,
-    ifname: Optional[str] = None,
-    hint: Optional[str] = None,
-    cls: Optional[type[BPFError]] = None,
+    ifname: str | None = None,
+    hint: str | None = None,
+    cls: type[BPFError] | None = None,
 ) -> BPFError:
     """Build the exception for ``errnum`` returned by operation ``op``.
 
@@ -261,6 +294,8 @@ def from_errno(
             if op.startswith("sysctl")
             else (DescriptorLocked, "the descriptor is locked (BIOCLOCK) against this request")
         )
+    if found is None and errnum == _errno.EINVAL and op in _NEEDS_ATTACH_OPS:
+        found = (InvalidArgument, "attach the descriptor to an interface first (BIOCSETIF)")
     if found is None and errnum == _errno.EINVAL and op in _FILTER_OPS:
         found = (
             InvalidFilter,

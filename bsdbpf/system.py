@@ -9,9 +9,10 @@ simulated FreeBSD.  Everything above this module is written once against
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InternalError, UnsupportedError, from_errno
@@ -44,7 +45,7 @@ class System(Protocol):
     def write(self, fd: int, data: Any) -> int:
         """write(2) of a bytes-like object."""
 
-    def sysctlbyname(self, name: str, new: Optional[bytes] = None) -> bytes:
+    def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         """sysctlbyname(3): the value before any write, in FreeBSD's binary form."""
 
 
@@ -113,7 +114,7 @@ class HostSystem:
         buf = ffi.from_buffer(data)
         return _retry("write", lambda: lib.write(fd, buf, len(buf)))
 
-    def sysctlbyname(self, name: str, new: Optional[bytes] = None) -> bytes:
+    def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         op = f"sysctl {name}"
         cname = name.encode()
         newp = ffi.from_buffer(new) if new is not None else ffi.NULL
@@ -125,12 +126,12 @@ class HostSystem:
             old = ffi.new("char[]", want)
             size[0] = want
             try:
-                _retry(op, lambda: lib.sysctlbyname(cname, old, size, newp, newlen))
+                _retry(op, functools.partial(lib.sysctlbyname, cname, old, size, newp, newlen))
             except BPFError as err:
                 if err.errno == errno.ENOMEM:
                     continue
                 raise
-            return ffi.buffer(old, size[0])[:]
+            return bytes(ffi.buffer(old, size[0]))
         raise InternalError(errno.ENOMEM, op, "the value kept growing while being read")
 
 
@@ -145,6 +146,7 @@ def default_system() -> System:
         raise ValueError(f"BSDBPF_SYSTEM={choice!r}: expected 'host' or 'sim'")
     if choice == "host" or (not choice and sys.platform.startswith("freebsd")):
         return HostSystem()
-    from bsdbpf.sim import default_kernel
+    # Imported here: the simulator imports this module, and hosts never need it.
+    from bsdbpf.sim import default_kernel  # noqa: PLC0415
 
     return default_kernel()

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bsdbpf._native import ffi, lib
+
+from bsdbpf import __version__
 
 ABI_JSON = Path(__file__).resolve().parents[2] / "shared" / "spec" / "freebsd-abi.json"
 ARCH = "amd64" if ffi.sizeof("long") == 8 else "i386"
@@ -102,6 +103,4 @@ def test_bpf_t_valid_values() -> None:
 
 
 def test_package_version_compiled_in() -> None:
-    from bsdbpf import __version__
-
     assert ffi.string(lib.BSDBPF_PACKAGE_VERSION).decode() == __version__

@@ -109,11 +109,17 @@ CASES = [
     Case("BIOCSRSIG", "EINVAL", InvalidArgument, ValueError, ""),
     Case("BIOCSRTIMEOUT", "EINVAL", InvalidArgument, ValueError, ""),
     Case("BIOCSETVLANPCP", "EINVAL", InvalidArgument, ValueError, ""),
-    Case("BIOCSDLT", "EINVAL", InvalidArgument, ValueError, ""),
-    # Not attached: BIOCGETIF/BIOCGDLT/BIOCPROMISC return EINVAL (§i).
-    Case("BIOCGETIF", "EINVAL", InvalidArgument, ValueError, ""),
-    Case("BIOCGDLT", "EINVAL", InvalidArgument, ValueError, ""),
-    Case("BIOCPROMISC", "EINVAL", InvalidArgument, ValueError, ""),
+    Case("BIOCSDLT", "EINVAL", InvalidArgument, ValueError, "BIOCGDLTLIST"),
+    # Not attached: BIOCGETIF/BIOCGDLT/BIOCGDLTLIST/BIOCPROMISC return EINVAL (§i).
+    Case("BIOCGETIF", "EINVAL", InvalidArgument, ValueError, "first (BIOCSETIF)"),
+    Case("BIOCGDLT", "EINVAL", InvalidArgument, ValueError, "first (BIOCSETIF)"),
+    Case("BIOCGDLTLIST", "EINVAL", InvalidArgument, ValueError, "first (BIOCSETIF)"),
+    Case("BIOCPROMISC", "EINVAL", InvalidArgument, ValueError, "first (BIOCSETIF)"),
+    # --- The generic layers: unknown request encodings, SIGIO owner, access mode.
+    Case("ioctl 0x7fffffff", "ENOTTY", InvalidArgument, ValueError, "does not know"),
+    Case("open", "EPERM", PermissionDenied, PermissionError, "security policy"),
+    Case("FIOSETOWN", "EPERM", DescriptorLocked, PermissionError, "your session"),
+    Case("TIOCSPGRP", "EPERM", DescriptorLocked, PermissionError, "your session"),
     # --- Output buffers too small (§d, §e).
     Case("BIOCGDLTLIST", "ENOMEM", BufferTooSmall, None, "number of link types"),
     Case("BIOCGDLTLIST", "EFAULT", BadAddress, None, "mapped"),
@@ -131,6 +137,8 @@ CASES = [
     Case("write", "ENETDOWN", InterfaceDown, None, "ifconfig IF up"),
     Case("write", "EPERM", WriteRejected, PermissionError, "write filter (BIOCSETWF)"),
     Case("write", "EMSGSIZE", InvalidArgument, ValueError, "MTU"),
+    Case("read", "EBADF", InvalidStateError, None, "O_RDONLY or O_RDWR"),
+    Case("write", "EBADF", InvalidStateError, None, "O_WRONLY or O_RDWR"),
 ]
 
 # Classes the style guide gives no builtin mixin ("—"): a caller catches them
@@ -141,7 +149,6 @@ MIXINS = (PermissionError, LookupError, ValueError, BlockingIOError, FileNotFoun
 
 ERROR_CLASSES = [getattr(errors, name) for name in errors.__all__ if name[0].isupper()]
 
-REEXPORTED = all(hasattr(bsdbpf, cls.__name__) for cls in ERROR_CLASSES)
 def _hint_in_str(text: str, hint: str) -> bool:
     # __str__ capitalises the hint's first letter.
     return hint[1:] in text
@@ -271,16 +278,12 @@ def test_enotty_keeps_errno_and_operation() -> None:
     assert err.op == "ioctl 0x7fffffff"
 
 
-@pytest.mark.xfail(reason="errors.py: ENOTTY falls back to the bare base class BPFError, "
-                          "which style §3.3 says is never raised directly", strict=True)
 def test_enotty_is_not_the_bare_base_class() -> None:
     err = from_errno(errno.ENOTTY, "ioctl 0x7fffffff")
     assert type(err) is not BPFError
     assert isinstance(err, ValueError)
 
 
-@pytest.mark.xfail(reason="errors.py: EPERM from open(2) (MAC, securelevel) becomes "
-                          "DescriptorLocked with a BIOCLOCK hint", strict=True)
 def test_eperm_from_open_is_not_a_locked_descriptor() -> None:
     err = from_errno(errno.EPERM, "open")
     assert type(err) is PermissionDenied
@@ -389,9 +392,6 @@ def test_pickle_keeps_the_cause_out() -> None:
     assert back.op == "BIOCSETF"
 
 
-@pytest.mark.xfail(not REEXPORTED, reason="bsdbpf/__init__.py does not re-export "
-                   "bsdbpf.errors yet (style §3.2), so unpickling by __module__ fails",
-                   strict=True)
 def test_reexported_from_the_package() -> None:
     for cls in ERROR_CLASSES:
         assert getattr(bsdbpf, cls.__name__, None) is cls

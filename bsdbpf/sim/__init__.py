@@ -17,7 +17,7 @@ from bsdbpf.sim.kernel import Kernel, TrafficGenerator
 
 __all__ = ["Kernel", "TrafficGenerator", "default_kernel"]
 
-_default: Optional[Kernel] = None
+_default: Kernel | None = None
 _default_lock = threading.Lock()
 
 
