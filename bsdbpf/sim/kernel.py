@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from bsdbpf._native import ffi, lib
-from bsdbpf.errors import BPFError, InterfaceNotFound, SimulatedPanic, from_errno
+from bsdbpf.errors import (
+    BPFError,
+    InterfaceNotFound,
+    PermissionDenied,
+    SimulatedPanic,
+    UnsupportedError,
+    from_errno,
+)
 from bsdbpf.sim.memory import is_mapped_rw
 from bsdbpf.system import request_name
 
@@ -35,6 +42,13 @@ TICK_US = 1_000_000 // HZ
 INT_MAX = 2**31 - 1
 READ_SLICE_NS = 100_000_000  # return to Python this often so signals are handled
 U32 = 0xFFFFFFFF
+
+# Why Kernel.bridge() can fail, and what to do about it.
+BRIDGE_ERRORS: dict[int, tuple[type[BPFError], str]] = {
+    errno.EPERM: (PermissionDenied, "an AF_PACKET socket needs CAP_NET_RAW: run as root"),
+    errno.ENXIO: (InterfaceNotFound, "the host has no interface of that name (`ip link`)"),
+    errno.EOPNOTSUPP: (UnsupportedError, "bridging uses AF_PACKET, which only Linux has"),
+}
 
 # Link-header length of each supported DLT, as its driver attaches it.
 LINK_HEADER = {lib.DLT_EN10MB: 14, lib.DLT_NULL: 4, lib.DLT_LOOP: 4, lib.DLT_RAW: 0,
@@ -305,12 +319,8 @@ class Kernel:
             rc = lib.bsdbpf_sim_bridge_start(iface.taps[0].c, host_ifname.encode())
             if rc < 0:
                 self.remove_interface(iface.name)
-                hints = {
-                    errno.EPERM: "an AF_PACKET socket needs CAP_NET_RAW: run as root",
-                    errno.ENXIO: "the host has no interface of that name (`ip link`)",
-                    errno.EOPNOTSUPP: "bridging uses AF_PACKET, which only Linux has",
-                }
-                raise from_errno(-rc, "bridge", ifname=host_ifname, hint=hints.get(-rc))
+                cls, hint = BRIDGE_ERRORS.get(-rc, (None, None))
+                raise from_errno(-rc, "bridge", ifname=host_ifname, cls=cls, hint=hint)
             iface.bridged = True
 
     # -- the System protocol -----------------------------------------------
