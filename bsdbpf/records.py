@@ -27,7 +27,7 @@ _DATA: int = lib.BSDBPF_REC_DATA
 _CAPLEN: int = lib.BSDBPF_REC_CAPLEN
 _DATALEN: int = lib.BSDBPF_REC_DATALEN
 _TS: int = lib.BSDBPF_REC_TS_NS
-_CHUNK = 4096  # records parsed per C call; the output array is reused
+_CHUNK = 4096  # records parsed per C call; one output array serves every chunk of a buffer
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
