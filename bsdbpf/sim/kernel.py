@@ -505,10 +505,11 @@ class Kernel:
         self._u(kbuf)[0] = desc.c.bufsize
 
     def _clamped_bufsize(self, size: int) -> int:
-        # bpf_buffer_ioctl_sblen compares as int against the int sysctl.
-        size = ffi.cast("int", size & U32)
-        maxsize = self.sysctls["net.bpf.maxbufsize"]
-        return int(maxsize if size > maxsize else max(int(size), lib.BPF_MINBUFSIZE))
+        # bpf_buffer_ioctl_sblen compares the u_int size with the int sysctl,
+        # which C converts to unsigned: both sides are unsigned 32-bit.
+        size &= U32
+        maxsize = self.sysctls["net.bpf.maxbufsize"] & U32
+        return maxsize if size > maxsize else max(size, lib.BPF_MINBUFSIZE)
 
     def _alloc(self, desc: _Descriptor, op: str, size: int) -> None:
         rc = self._locked(desc, lambda: lib.bsdbpf_sim_alloc_buffers(desc.c, size))
