@@ -16,7 +16,8 @@ import time
 import weakref
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from functools import partial
+from typing import Any, Callable, ClassVar
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InterfaceNotFound, SimulatedPanic, from_errno
@@ -76,10 +77,10 @@ class _Interface:
     name: str
     taps: list[_Tap] = field(default_factory=list)
     promisc: int = 0  # ifpromisc() reference count
-    generator: Optional[TrafficGenerator] = None
+    generator: TrafficGenerator | None = None
     bridged: bool = False
 
-    def tap(self, dlt: Optional[int] = None) -> Optional[_Tap]:
+    def tap(self, dlt: int | None = None) -> _Tap | None:
         for t in self.taps:
             if dlt is None or t.dlt == dlt:
                 return t
@@ -94,7 +95,7 @@ class _Descriptor:
     reader: bool  # opened with FREAD
     nonblock: bool
     writer_count: int = 0  # bd_writer: filters left before a writer-only d reads
-    tap: Optional[_Tap] = None
+    tap: _Tap | None = None
     vlan_pcp: int = 0
     pid: int = field(default_factory=os.getpid)
 
@@ -148,7 +149,7 @@ class TrafficGenerator:
         """True while the thread is still offering frames."""
         return bool(self._stats().running)
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Wait until every frame was offered (or the generator was stopped);
         True when done, False if ``timeout`` seconds passed first."""
         if timeout is not None:
@@ -186,7 +187,7 @@ class Kernel:
         self._state = _State()
         self._finalizer = weakref.finalize(self, self._state.shutdown)
         self._lock = threading.RLock()  # BPF_LOCK: one control operation at a time
-        self.sysctls = dict(SYSCTL_INTS)
+        self.sysctls: dict[str, int] = dict(SYSCTL_INTS)
 
     # -- lifetime ----------------------------------------------------------
 
@@ -209,7 +210,7 @@ class Kernel:
         dlt: int = lib.DLT_EN10MB,
         *,
         mtu: int = 1500,
-        lladdr: Optional[bytes] = None,
+        lladdr: bytes | None = None,
         extra_dlts: tuple[int, ...] = (),
     ) -> None:
         """Attach a synthetic interface with a BPF tap for ``dlt`` (and ``extra_dlts``)."""
@@ -217,7 +218,7 @@ class Kernel:
             self._add_interface(name, (dlt, *extra_dlts), mtu, lladdr)
 
     def _add_interface(
-        self, name: str, dlts: tuple[int, ...], mtu: int, lladdr: Optional[bytes]
+        self, name: str, dlts: tuple[int, ...], mtu: int, lladdr: bytes | None
     ) -> _Interface:
         raw = name.encode()
         if not raw or len(raw) >= lib.IFNAMSIZ or b"\0" in raw:
@@ -293,7 +294,7 @@ class Kernel:
             tap.iface.generator = gen
             return gen
 
-    def bridge(self, host_ifname: str, name: Optional[str] = None) -> None:
+    def bridge(self, host_ifname: str, name: str | None = None) -> None:
         """Make a host interface a simulated Ethernet one, through AF_PACKET.
 
         Frames seen on the host interface (both directions) reach the
@@ -383,7 +384,7 @@ class Kernel:
         request &= 0xFFFFFFFF
         length = (request >> 16) & lib.IOCPARM_MASK
         inout = request & lib.IOC_DIRMASK
-        if inout & (lib.IOC_IN | lib.IOC_OUT) and length == 0 or (
+        if (inout & (lib.IOC_IN | lib.IOC_OUT) and length == 0) or (
             inout == lib.IOC_VOID and length not in (0, ffi.sizeof("int"))
         ) or inout == 0:
             raise _fail(errno.ENOTTY, op)
@@ -713,11 +714,11 @@ class Kernel:
         owner = desc.c.owner
         self._u(kbuf, "int *")[0] = -owner if op == "TIOCGPGRP" else owner
 
-    _HANDLERS: dict[int, Callable[[Kernel, _Descriptor, str, Any], None]] = {}
+    _HANDLERS: ClassVar[dict[int, Callable[[Kernel, _Descriptor, str, Any], None]]] = {}
 
     # -- sysctls -------------------------------------------------------------
 
-    def sysctlbyname(self, name: str, new: Optional[bytes] = None) -> bytes:
+    def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         op = f"sysctl {name}"
         with self._lock:
             if name == STATS:
@@ -733,20 +734,19 @@ class Kernel:
                 self.sysctls[name] = int.from_bytes(new, "little", signed=True)
             return old
 
-    def _stats_sysctl(self, op: str, new: Optional[bytes]) -> bytes:
+    def _stats_sysctl(self, op: str, new: bytes | None) -> bytes:
         if self.uid != 0:
             raise _fail(errno.EPERM, op)
         size = ffi.sizeof("struct xbpf_d")
-        if new is not None:
-            if len(new) != size or any(new):
-                raise _fail(errno.EINVAL, op, hint=f"write one all-zero struct xbpf_d ({size} "
-                            "bytes) to zero the counters")
+        if new is not None and (len(new) != size or any(new)):
+            raise _fail(errno.EINVAL, op, hint=f"write one all-zero struct xbpf_d ({size} "
+                        "bytes) to zero the counters")
         records = self._xbpf_records()
-        old = ffi.buffer(records)[:] if records is not None else b""
+        old = bytes(ffi.buffer(records)) if records is not None else b""
         if new is not None:
             for desc in self._state.fds.values():
                 if desc.tap is not None and not desc.c.writer:
-                    self._locked(desc, lambda d=desc: _zero_counters(d.c))
+                    self._locked(desc, partial(_zero_counters, desc.c))
         return old
 
     def _xbpf_records(self) -> Any:
@@ -754,12 +754,14 @@ class Kernel:
         for iface in self._state.ifaces.values():
             for tap in iface.taps:
                 on_tap = [d for d in self._state.fds.values() if d.tap is tap]
-                attached += [d for d in on_tap if d.c.writer] + [d for d in on_tap if not d.c.writer]
+                # writer-only descriptors first, as bpf_stats_sysctl lists them
+                attached += [d for d in on_tap if d.c.writer]
+                attached += [d for d in on_tap if not d.c.writer]
         if not attached:
             return None
         records = ffi.new("struct xbpf_d[]", len(attached))
         for rec, desc in zip(records, attached):
-            self._locked(desc, lambda r=rec, d=desc: _fill_xbpf(r, d))
+            self._locked(desc, partial(_fill_xbpf, rec, desc))
         return records
 
 
@@ -855,7 +857,5 @@ def _fill_xbpf(rec: Any, desc: _Descriptor) -> None:
 def _tvtohz(sec: int, usec: int) -> int:
     """tvtohz(): ticks for a timeval, rounded up, plus one for the current tick."""
     if sec < 0 or (sec == 0 and usec <= 0):
-        ticks = 1
-    else:
-        ticks = -(-(sec * 1_000_000 + usec) // TICK_US) + 1
-    return min(ticks, INT_MAX)
+        return 1
+    return min(int(-(-(sec * 1_000_000 + usec) // TICK_US)) + 1, INT_MAX)
