@@ -271,11 +271,11 @@ int bsdbpf_sim_alloc_buffers(struct bsdbpf_sim_d *pd, uint32_t size)
     return 0;
 }
 
+/* The control plane checked both buffers and zeroed their headers (zbuf_setup). */
 int bsdbpf_sim_setzbuf(struct bsdbpf_sim_d *pd, void *a, void *b, size_t buflen)
 {
     void *addrs[2] = {a, b};
     for (int i = 0; i < 2; i++) {
-        memset(addrs[i], 0, ZBUF_HDR);
         pd->bufs[i].zh = addrs[i];
         pd->bufs[i].data = (unsigned char *)addrs[i] + ZBUF_HDR;
         pd->bufs[i].assigned = 0;

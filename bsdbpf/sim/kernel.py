@@ -29,6 +29,7 @@ __all__ = ["Kernel", "TrafficGenerator"]
 PAGE_SIZE = 4096
 BPF_MAX_PAGES = 512
 ZBUF_MAX = BPF_MAX_PAGES * PAGE_SIZE
+ZBUF_HDR = ffi.sizeof("struct bpf_zbuf_header")
 NSIG = 32
 BPF_PRIO_MAX = 7
 HZ = lib.BSDBPF_SIM_HZ
@@ -482,16 +483,14 @@ class Kernel:
         if c.bufmode != lib.BPF_BUFMODE_ZBUF:
             raise _fail(errno.EOPNOTSUPP, op)
         bz = self._u(kbuf, "struct bpf_zbuf *")
-        if bz.bz_bufa == ffi.NULL or bz.bz_bufb == ffi.NULL or bz.bz_buflen == 0:
-            raise _fail(errno.EINVAL, op)
         buflen = int(bz.bz_buflen)
-        for addr in (int(ffi.cast("uintptr_t", bz.bz_bufa)), int(ffi.cast("uintptr_t", bz.bz_bufb))):
-            if addr % PAGE_SIZE or buflen % PAGE_SIZE or buflen // PAGE_SIZE > BPF_MAX_PAGES:
-                raise _fail(errno.EINVAL, op)
-            if not is_mapped_rw(addr, buflen):
-                raise _fail(errno.EFAULT, op)
+        if ffi.NULL in (bz.bz_bufa, bz.bz_bufb) or buflen == 0:
+            raise _fail(errno.EINVAL, op)
+        _zbuf_setup(bz.bz_bufa, buflen, op)
+        _zbuf_setup(bz.bz_bufb, buflen, op)
         if c.sbuf != ffi.NULL or c.bif != ffi.NULL:
-            raise _fail(errno.EINVAL, op, hint="zero-copy buffers are registered once, before BIOCSETIF")
+            raise _fail(errno.EINVAL, op,
+                        hint="zero-copy buffers are registered once, before BIOCSETIF")
         self._locked(desc, lambda: lib.bsdbpf_sim_setzbuf(c, bz.bz_bufa, bz.bz_bufb, buflen))
 
     def _rotzbuf(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
@@ -831,6 +830,18 @@ Kernel._HANDLERS = {
     lib.BIOCSETVLANPCP: K._vlanpcp,
 }
 del K
+
+
+def _zbuf_setup(buf: Any, buflen: int, op: str) -> None:
+    """zbuf_setup(): check one buffer, wire it and zero its header.  BIOCSETZBUF
+    runs it for bufa, then bufb, before its last check, so a later failure
+    leaves the headers already set up zeroed."""
+    addr = int(ffi.cast("uintptr_t", buf))
+    if addr % PAGE_SIZE or buflen % PAGE_SIZE or buflen // PAGE_SIZE > BPF_MAX_PAGES:
+        raise _fail(errno.EINVAL, op)
+    if not is_mapped_rw(addr, buflen):
+        raise _fail(errno.EFAULT, op)
+    ffi.memmove(buf, bytes(ZBUF_HDR), ZBUF_HDR)
 
 
 def _zero_counters(c: Any) -> None:
