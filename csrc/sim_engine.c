@@ -307,7 +307,8 @@ void bsdbpf_sim_rotzbuf(struct bsdbpf_sim_d *pd, struct bpf_zbuf *out)
         rotate(priv(pd));
         out->bz_bufa = pd->hbuf->zh;
         out->bz_buflen = pd->hlen;
-        wakeup(priv(pd));
+        /* No wakeup (bpf_zerocopy_ioctl_rotzbuf): poll sees the new hold buffer. */
+        bsdbpf_sim_update_ready(pd);
     }
 }
 
@@ -531,6 +532,13 @@ void bsdbpf_sim_d_free(struct bsdbpf_sim_d *pd)
 {
     struct sim_d *d = priv(pd);
     struct bsdbpf_sim_kernel *k = pd->kernel;
+    /* bpf_dtor(): stop the callout and funsetown() before detaching, so
+     * closing never signals. */
+    pthread_mutex_lock(&d->mtx);
+    pd->callout = 0;
+    pd->state = BSDBPF_SIM_IDLE;
+    pd->owner = 0;
+    pthread_mutex_unlock(&d->mtx);
     bsdbpf_sim_attach(pd, NULL);
     pthread_mutex_lock(&k->mtx);
     if (d->k_prev)
@@ -577,18 +585,21 @@ int bsdbpf_sim_attach(struct bsdbpf_sim_d *pd, struct bsdbpf_sim_if *ifp)
         pthread_mutex_unlock(&d->mtx);
         pthread_rwlock_unlock(&old->lock);
     }
-    if (ifp != NULL) {
-        pthread_rwlock_wrlock(&ifp->lock);
+    if (ifp == NULL) {
         pthread_mutex_lock(&d->mtx);
-        d->if_next = ifp->dlist;
-        ifp->dlist = d;
-        pd->bif = ifp;
+        bsdbpf_sim_update_ready(pd);   /* a plain detach wakes nobody */
         pthread_mutex_unlock(&d->mtx);
-        pthread_rwlock_unlock(&ifp->lock);
+        return 0;
     }
+    pthread_rwlock_wrlock(&ifp->lock);
     pthread_mutex_lock(&d->mtx);
-    wakeup(d);
+    d->if_next = ifp->dlist;
+    ifp->dlist = d;
+    pd->bif = ifp;
+    bsdbpf_sim_reset(pd);              /* bpf_attachd() ends with reset_d() */
+    wakeup(d);                         /* and a wakeup (EVFILT_WRITE) */
     pthread_mutex_unlock(&d->mtx);
+    pthread_rwlock_unlock(&ifp->lock);
     return 0;
 }
 

@@ -541,10 +541,12 @@ class Kernel:
         tap = iface.taps[0]
         if desc.tap is not tap:
             self._attach(desc, tap)
-        self._locked(desc, lambda: lib.bsdbpf_sim_reset(c))
+        else:
+            self._locked(desc, lambda: lib.bsdbpf_sim_reset(c))
 
     def _attach(self, desc: _Descriptor, tap: _Tap) -> None:
-        """bpf_attachd(): detach (dropping promiscuous mode), then join the tap."""
+        """bpf_attachd(): detach (dropping promiscuous mode), join the tap, then
+        reset the buffers and counters and wake up (the engine does those two)."""
         self._set_promisc(desc, False)
         writer_only = self.sysctls["net.bpf.optimize_writers"] != 0 or desc.writer_count != 0
         if writer_only:

@@ -269,10 +269,6 @@ def test_async_signal_on_wakeup(bpf, ifname, traffic):
         assert until(got.is_set, WAIT)
 
 
-@sim_bug(
-    "bsdbpf_sim_rotzbuf() calls wakeup(), so BIOCROTZBUF signals an async owner; the "
-    "kernel's bpf_zerocopy_ioctl_rotzbuf() only rotates (poll sees the new hold buffer "
-    "through bpf_ready); fix: call bsdbpf_sim_update_ready() instead of wakeup()")
 @INJECTION
 def test_no_signal_on_rotzbuf(bpf, zerocopy, ifname, traffic):
     """§e Wakeups / §e BIOCROTZBUF: BIOCROTZBUF rotates without a wakeup, so no signal
@@ -290,11 +286,6 @@ def test_no_signal_on_rotzbuf(bpf, zerocopy, ifname, traffic):
         assert not until(got.is_set, SHORT)
 
 
-@sim_bug(
-    "closing a descriptor detaches it through bsdbpf_sim_attach(d, NULL), whose wakeup() "
-    "signals the async owner; the kernel's close (bpf_dtor) clears the SIGIO owner "
-    "first and detaches without a wakeup; fix: clear owner/fasync before detaching in "
-    "bsdbpf_sim_d_free(), and do not wake on a plain detach")
 def test_no_signal_on_close(bpf, ifname):
     """§e close(2): close clears the SIGIO owner before detaching, so closing an async
     descriptor sends no signal."""
