@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InterfaceNotFound, SimulatedPanic, from_errno
-from bsdbpf.sim.memory import is_mapped_rw
+from bsdbpf.sim.memory import is_mapped
 from bsdbpf.system import request_name
 
 __all__ = ["Kernel", "TrafficGenerator"]
@@ -581,6 +581,8 @@ class Kernel:
             return
         if len(dlts) > bfl.bfl_len:
             raise _fail(errno.ENOMEM, op)
+        if not is_mapped(_address(bfl.bfl_list), len(dlts) * ffi.sizeof("u_int"), write=True):
+            raise _fail(errno.EFAULT, op)  # copyout() failed
         for i, dlt in enumerate(dlts):
             bfl.bfl_list[i] = dlt
         bfl.bfl_len = len(dlts)
@@ -621,7 +623,10 @@ class Kernel:
         if prog.bf_insns == ffi.NULL and flen != 0:
             raise _fail(errno.EINVAL, op)
         insns = prog.bf_insns
-        if flen and not lib.bsdbpf_validate(insns, flen):
+        size = flen * ffi.sizeof("struct bpf_insn")
+        # bpf_setf(): a failed copyin() is EINVAL too, like an invalid program.
+        if flen and not (is_mapped(_address(insns), size, write=False)
+                         and lib.bsdbpf_validate(insns, flen)):
             raise _fail(errno.EINVAL, op)
         write = op == "BIOCSETWF"
         if op == "BIOCSETF":
@@ -834,14 +839,18 @@ Kernel._HANDLERS = {
 del K
 
 
+def _address(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
 def _zbuf_setup(buf: Any, buflen: int, op: str) -> None:
     """zbuf_setup(): check one buffer, wire it and zero its header.  BIOCSETZBUF
     runs it for bufa, then bufb, before its last check, so a later failure
     leaves the headers already set up zeroed."""
-    addr = int(ffi.cast("uintptr_t", buf))
+    addr = _address(buf)
     if addr % PAGE_SIZE or buflen % PAGE_SIZE or buflen // PAGE_SIZE > BPF_MAX_PAGES:
         raise _fail(errno.EINVAL, op)
-    if not is_mapped_rw(addr, buflen):
+    if not is_mapped(addr, buflen, write=True):
         raise _fail(errno.EFAULT, op)
     ffi.memmove(buf, bytes(ZBUF_HDR), ZBUF_HDR)
 
