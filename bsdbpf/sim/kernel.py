@@ -93,8 +93,8 @@ class _Descriptor:
     """The control plane's part of a struct bpf_d; the engine has the rest."""
 
     c: Any  # struct bsdbpf_sim_d *
-    reader: bool  # opened with FREAD
-    nonblock: bool
+    fread: bool  # the file's access mode (O_NONBLOCK is the fd's own flag)
+    fwrite: bool
     writer_count: int = 0  # bd_writer: filters left before a writer-only d reads
     tap: _Tap | None = None
     vlan_pcp: int = 0
@@ -326,9 +326,10 @@ class Kernel:
             c = lib.bsdbpf_sim_d_new(self._state.c, self.sysctls["net.bpf.bufsize"] & U32)
             if c == ffi.NULL:
                 raise _fail(errno.ENOMEM, "open")
-            reader = (flags & os.O_ACCMODE) != os.O_WRONLY
-            desc = _Descriptor(c, reader, bool(flags & os.O_NONBLOCK))
-            if not reader:
+            mode = flags & os.O_ACCMODE
+            desc = _Descriptor(c, fread=mode != os.O_WRONLY, fwrite=mode != os.O_RDONLY)
+            os.set_blocking(desc.fd, not flags & os.O_NONBLOCK)
+            if not desc.fread:
                 desc.writer_count = 2
             self._state.fds[desc.fd] = desc
             return desc.fd
@@ -348,17 +349,20 @@ class Kernel:
 
     def read(self, fd: int, buffer: Any) -> int:
         desc = self._desc(fd, "read")
+        if not desc.fread:
+            raise _fail(errno.EBADF, "read", hint="the descriptor was opened O_WRONLY")
         c = desc.c
         buf = ffi.from_buffer(buffer, require_writable=True)
         if len(buf) != c.bufsize:
             raise _fail(errno.EINVAL, "read")
         if c.bufmode != lib.BPF_BUFMODE_BUFFER:
             raise _fail(errno.EOPNOTSUPP, "read")
+        nonblock = not os.get_blocking(fd)  # the file's flag at the time of the call
         now = lib.bsdbpf_sim_monotonic_ns()
         deadline = now + c.rtout * (1_000_000_000 // HZ) if c.rtout else 0
         first = 1
         while True:
-            n = lib.bsdbpf_sim_read(c, buf, len(buf), int(desc.nonblock), deadline,
+            n = lib.bsdbpf_sim_read(c, buf, len(buf), int(nonblock), deadline,
                                     lib.bsdbpf_sim_monotonic_ns() + READ_SLICE_NS, first)
             first = 0
             if n != lib.BSDBPF_SIM_SLICE:
@@ -370,6 +374,8 @@ class Kernel:
     def write(self, fd: int, data: Any) -> int:
         with self._lock:  # keeps the interface alive while the frame goes out
             desc = self._desc(fd, "write")
+            if not desc.fwrite:
+                raise _fail(errno.EBADF, "write", hint="the descriptor was opened O_RDONLY")
             buf = ffi.from_buffer(data)
             n = lib.bsdbpf_sim_write(desc.c, buf, len(buf))
         if n < 0:
@@ -423,7 +429,7 @@ class Kernel:
         """sys_ioctl sets the file's non-blocking flag before the driver runs
         (so even a locked descriptor's FIONBIO, refused by the driver, sticks)."""
         if request == lib.FIONBIO:
-            desc.nonblock = bool(ffi.cast("int *", kbuf)[0])
+            os.set_blocking(desc.fd, not ffi.cast("int *", kbuf)[0])
 
     # -- bpfioctl() ----------------------------------------------------------
 

@@ -49,10 +49,6 @@ def attached(bpf, ifname, blen=None, immediate=False):
     return fd
 
 
-@sim_bug(
-    "a new descriptor's fd only becomes readable at the clock thread's next tick "
-    "(≤ 1 ms later): bsdbpf_sim_d_new() leaves pub.ready = 0 and never calls "
-    "bsdbpf_sim_update_ready(); fix: mark it ready (set_fd_ready(d, 1)) when it is made")
 @pytest.mark.parametrize("waiter", ["select", "poll"])
 def test_detached_readable_at_once(bpf, waiter):
     """§e poll: not attached → poll returns immediately (readable), right after
@@ -81,9 +77,10 @@ def test_detached_poll_reports_requested_subset(bpf):
 
 
 @sim_bug(
-    "a detached descriptor's fd is an eventfd/pipe that can only be readable, never "
-    "hung up, so poll reports POLLIN without the POLLHUP the kernel returns "
-    "(bpfpoll: events & (POLLHUP|POLLIN|POLLRDNORM|POLLOUT|POLLWRNORM))")
+    "the descriptor's fd is one end of a Unix socket pair: readable and writable, never "
+    "hung up, so poll reports POLLIN without the POLLHUP the kernel returns (bpfpoll: "
+    "events & (POLLHUP|POLLIN|POLLRDNORM|POLLOUT|POLLWRNORM)); no file the simulator can "
+    "use both reports POLLOUT and has a POLLHUP that can be set and cleared (see README)")
 def test_detached_poll_reports_pollhup(bpf):
     """§e poll: not attached → POLLHUP is among the reported events when asked for."""
     fd = bpf.open()
