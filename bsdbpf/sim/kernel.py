@@ -33,7 +33,7 @@ ZBUF_HDR = ffi.sizeof("struct bpf_zbuf_header")
 NSIG = 32
 BPF_PRIO_MAX = 7
 HZ = lib.BSDBPF_SIM_HZ
-TICK_US = 1_000_000 // HZ
+TICK_US: int = 1_000_000 // HZ
 INT_MAX = 2**31 - 1
 READ_SLICE_NS = 100_000_000  # return to Python this often so signals are handled
 U32 = 0xFFFFFFFF
@@ -886,4 +886,4 @@ def _tvtohz(sec: int, usec: int) -> int:
     """tvtohz(): ticks for a timeval, rounded up, plus one for the current tick."""
     if sec < 0 or (sec == 0 and usec <= 0):
         return 1
-    return min(int(-(-(sec * 1_000_000 + usec) // TICK_US)) + 1, INT_MAX)
+    return min(-(-(sec * 1_000_000 + usec) // TICK_US) + 1, INT_MAX)
