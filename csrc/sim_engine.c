@@ -15,9 +15,11 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 unsigned int if_nametoindex(const char *);
+#endif
+#include <sys/socket.h>
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0                 /* SIGPIPE is ignored in Python anyway */
 #endif
 #include "bpf_filter.h"
 #include "helpers.h"
@@ -35,7 +37,7 @@ struct sim_d {
     pthread_cond_t cv;                 /* read(2) sleepers */
     struct sim_d *if_next;             /* the tap's descriptor list */
     struct sim_d *k_next, *k_prev;     /* the kernel's descriptor list */
-    int wfd;                           /* pipe write end where there is no eventfd */
+    int peer;                          /* the other end of the readiness socket pair */
     int read_timed_out;                /* TIMED_OUT seen when read(2) began */
     unsigned char *kmem[2];            /* BUFFER mode kernel buffers */
 };
@@ -153,21 +155,18 @@ static int bpf_ready(struct sim_d *d)
     return (d->pub.immediate || d->pub.state == BSDBPF_SIM_TIMED_OUT) && d->pub.slen != 0;
 }
 
+/* The process's fd is one end of a socket pair: readable while one byte sent
+ * from the other end is queued, always writable.  Its O_NONBLOCK belongs to
+ * the process (FIONBIO, fcntl), so the engine's own I/O never blocks per call. */
 static void set_fd_ready(struct sim_d *d, int ready)
 {
-    uint64_t v = 1;
+    char c = 0;
     ssize_t rc;
     if (ready == d->pub.ready)
         return;
     d->pub.ready = ready;
-#ifdef __linux__
-    rc = ready ? write(d->pub.fd, &v, sizeof(v)) : read(d->pub.fd, &v, sizeof(v));
-#else
-    {
-        char c = 0;
-        rc = ready ? write(d->wfd, &c, 1) : read(d->pub.fd, &c, 1);
-    }
-#endif
+    rc = ready ? send(d->peer, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+               : recv(d->pub.fd, &c, 1, MSG_DONTWAIT);
     (void)rc;
 }
 
@@ -271,11 +270,11 @@ int bsdbpf_sim_alloc_buffers(struct bsdbpf_sim_d *pd, uint32_t size)
     return 0;
 }
 
+/* The control plane checked both buffers and zeroed their headers (zbuf_setup). */
 int bsdbpf_sim_setzbuf(struct bsdbpf_sim_d *pd, void *a, void *b, size_t buflen)
 {
     void *addrs[2] = {a, b};
     for (int i = 0; i < 2; i++) {
-        memset(addrs[i], 0, ZBUF_HDR);
         pd->bufs[i].zh = addrs[i];
         pd->bufs[i].data = (unsigned char *)addrs[i] + ZBUF_HDR;
         pd->bufs[i].assigned = 0;
@@ -307,7 +306,8 @@ void bsdbpf_sim_rotzbuf(struct bsdbpf_sim_d *pd, struct bpf_zbuf *out)
         rotate(priv(pd));
         out->bz_bufa = pd->hbuf->zh;
         out->bz_buflen = pd->hlen;
-        wakeup(priv(pd));
+        /* No wakeup (bpf_zerocopy_ioctl_rotzbuf): poll sees the new hold buffer. */
+        bsdbpf_sim_update_ready(pd);
     }
 }
 
@@ -484,30 +484,17 @@ struct bsdbpf_sim_d *bsdbpf_sim_d_new(struct bsdbpf_sim_kernel *k, uint32_t bufs
 {
     struct sim_d *d = calloc(1, sizeof(*d));
     pthread_condattr_t ca;
+    int fds[2];
     if (d == NULL)
         return NULL;
-#ifdef __linux__
-    d->pub.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    d->wfd = -1;
-    if (d->pub.fd < 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
         free(d);
         return NULL;
     }
-#else
-    {
-        int fds[2];
-        if (pipe(fds) != 0) {
-            free(d);
-            return NULL;
-        }
-        for (int i = 0; i < 2; i++) {
-            fcntl(fds[i], F_SETFL, O_NONBLOCK);
-            fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-        }
-        d->pub.fd = fds[0];
-        d->wfd = fds[1];
-    }
-#endif
+    for (int i = 0; i < 2; i++)
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    d->pub.fd = fds[0];
+    d->peer = fds[1];
     pthread_mutex_init(&d->mtx, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -518,6 +505,7 @@ struct bsdbpf_sim_d *bsdbpf_sim_d_new(struct bsdbpf_sim_kernel *k, uint32_t bufs
     d->pub.bufsize = bufsize;
     d->pub.direction = BPF_D_INOUT;
     d->pub.sig = SIGIO;
+    bsdbpf_sim_update_ready(&d->pub);  /* not attached: readable at once */
     pthread_mutex_lock(&k->mtx);
     d->k_next = k->dlist;
     if (k->dlist)
@@ -531,6 +519,13 @@ void bsdbpf_sim_d_free(struct bsdbpf_sim_d *pd)
 {
     struct sim_d *d = priv(pd);
     struct bsdbpf_sim_kernel *k = pd->kernel;
+    /* bpf_dtor(): stop the callout and funsetown() before detaching, so
+     * closing never signals. */
+    pthread_mutex_lock(&d->mtx);
+    pd->callout = 0;
+    pd->state = BSDBPF_SIM_IDLE;
+    pd->owner = 0;
+    pthread_mutex_unlock(&d->mtx);
     bsdbpf_sim_attach(pd, NULL);
     pthread_mutex_lock(&k->mtx);
     if (d->k_prev)
@@ -541,8 +536,7 @@ void bsdbpf_sim_d_free(struct bsdbpf_sim_d *pd)
         d->k_next->k_prev = d->k_prev;
     pthread_mutex_unlock(&k->mtx);
     close(pd->fd);
-    if (d->wfd >= 0)
-        close(d->wfd);
+    close(d->peer);
     free_kmem(d);
     free(pd->rfilter);
     free(pd->wfilter);
@@ -577,18 +571,21 @@ int bsdbpf_sim_attach(struct bsdbpf_sim_d *pd, struct bsdbpf_sim_if *ifp)
         pthread_mutex_unlock(&d->mtx);
         pthread_rwlock_unlock(&old->lock);
     }
-    if (ifp != NULL) {
-        pthread_rwlock_wrlock(&ifp->lock);
+    if (ifp == NULL) {
         pthread_mutex_lock(&d->mtx);
-        d->if_next = ifp->dlist;
-        ifp->dlist = d;
-        pd->bif = ifp;
+        bsdbpf_sim_update_ready(pd);   /* a plain detach wakes nobody */
         pthread_mutex_unlock(&d->mtx);
-        pthread_rwlock_unlock(&ifp->lock);
+        return 0;
     }
+    pthread_rwlock_wrlock(&ifp->lock);
     pthread_mutex_lock(&d->mtx);
-    wakeup(d);
+    d->if_next = ifp->dlist;
+    ifp->dlist = d;
+    pd->bif = ifp;
+    bsdbpf_sim_reset(pd);              /* bpf_attachd() ends with reset_d() */
+    wakeup(d);                         /* and a wakeup (EVFILT_WRITE) */
     pthread_mutex_unlock(&d->mtx);
+    pthread_rwlock_unlock(&ifp->lock);
     return 0;
 }
 

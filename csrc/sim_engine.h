@@ -83,8 +83,8 @@ struct bpf_insn *bsdbpf_sim_copy_program(const struct bpf_insn *insns, uint32_t 
 int bsdbpf_sim_canfreebuf(struct bsdbpf_sim_d *);  /* ZBUF: hold buffer acknowledged */
 void bsdbpf_sim_update_ready(struct bsdbpf_sim_d *);
 /* Lock not held: */
-/* bpf_attachd()/bpf_detachd(): moves the descriptor between taps (NULL
- * detaches); like the kernel, no reset. */
+/* bpf_attachd(): moves the descriptor to a tap, then resets it (reset_d) and
+ * wakes it up; NULL only detaches, with neither (bpf_dtor). */
 int bsdbpf_sim_attach(struct bsdbpf_sim_d *, struct bsdbpf_sim_if *);
 int64_t bsdbpf_sim_read(struct bsdbpf_sim_d *, void *buf, size_t len, int nonblock,
                         int64_t deadline_ns, int64_t slice_end_ns, int first);

@@ -451,9 +451,6 @@ def test_write_unattached_and_write_filter(d: Descriptor, kernel: Kernel) -> Non
     assert info2.value.errno == errno.EPERM
 
 
-@pytest.mark.xfail(reason="simulator: a new descriptor's fd only becomes readable after its "
-                          "first ioctl; FreeBSD's poll reports an unattached one readable at "
-                          "once (bpf_ready)", strict=True)
 def test_reading_an_unattached_descriptor(d: Descriptor) -> None:
     with pytest.raises(NotAttached) as info:
         list(d.packets(timeout=0))

@@ -53,6 +53,7 @@ class ZeroCopyConsumer:
         self.records = ffi.new("int64_t[]", lib.BSDBPF_REC_FIELDS * (size // 32))
         self.next = ffi.new("uint32_t *")
         self.tally = Tally()
+        self.taken_len = 0  # data length of the buffer acknowledged last
 
     def close(self) -> None:
         self.kernel.close(self.fd)  # the kernel lets go of the pages first
@@ -69,6 +70,7 @@ class ZeroCopyConsumer:
             return False
         length = header.bzh_kernel_len  # valid only after the acquire above
         self.check(self.current, length)
+        self.taken_len = length
         lib.bsdbpf_store_release(ffi.addressof(header, "bzh_user_gen"), gen)
         self.current ^= 1
         self.tally.buffers += 1
@@ -112,7 +114,10 @@ class ZeroCopyConsumer:
             if rotate.bz_bufa != ffi.NULL or self.take():
                 continue
             self.kernel.ioctl(self.fd, lib.FIONREAD, pending)
-            if pending[0] == 0:
+            # FIONREAD counts the hold buffer until a packet reclaims it, even
+            # once acknowledged; here that can only be the buffer taken last,
+            # so nothing is left when it is all FIONREAD counts.
+            if pending[0] in (0, self.taken_len):
                 return sentinels
             # Spec section f's quirk: an acknowledged hold buffer is reclaimed
             # only when the next packet arrives, and until then BIOCROTZBUF

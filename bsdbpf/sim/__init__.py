@@ -10,7 +10,6 @@ them, as the real kernel does.
 from __future__ import annotations
 
 import threading
-from typing import Optional
 
 from bsdbpf._native import lib
 from bsdbpf.sim.kernel import Kernel, TrafficGenerator

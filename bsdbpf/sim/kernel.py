@@ -16,7 +16,8 @@ import time
 import weakref
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from functools import partial
+from typing import Any, Callable, ClassVar
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
@@ -27,7 +28,7 @@ from bsdbpf.errors import (
     UnsupportedError,
     from_errno,
 )
-from bsdbpf.sim.memory import is_mapped_rw
+from bsdbpf.sim.memory import is_mapped
 from bsdbpf.system import request_name
 
 __all__ = ["Kernel", "TrafficGenerator"]
@@ -35,10 +36,11 @@ __all__ = ["Kernel", "TrafficGenerator"]
 PAGE_SIZE = 4096
 BPF_MAX_PAGES = 512
 ZBUF_MAX = BPF_MAX_PAGES * PAGE_SIZE
+ZBUF_HDR = ffi.sizeof("struct bpf_zbuf_header")
 NSIG = 32
 BPF_PRIO_MAX = 7
 HZ = lib.BSDBPF_SIM_HZ
-TICK_US = 1_000_000 // HZ
+TICK_US: int = 1_000_000 // HZ
 INT_MAX = 2**31 - 1
 READ_SLICE_NS = 100_000_000  # return to Python this often so signals are handled
 U32 = 0xFFFFFFFF
@@ -90,10 +92,10 @@ class _Interface:
     name: str
     taps: list[_Tap] = field(default_factory=list)
     promisc: int = 0  # ifpromisc() reference count
-    generator: Optional[TrafficGenerator] = None
+    generator: TrafficGenerator | None = None
     bridged: bool = False
 
-    def tap(self, dlt: Optional[int] = None) -> Optional[_Tap]:
+    def tap(self, dlt: int | None = None) -> _Tap | None:
         for t in self.taps:
             if dlt is None or t.dlt == dlt:
                 return t
@@ -105,10 +107,10 @@ class _Descriptor:
     """The control plane's part of a struct bpf_d; the engine has the rest."""
 
     c: Any  # struct bsdbpf_sim_d *
-    reader: bool  # opened with FREAD
-    nonblock: bool
+    fread: bool  # the file's access mode (O_NONBLOCK is the fd's own flag)
+    fwrite: bool
     writer_count: int = 0  # bd_writer: filters left before a writer-only d reads
-    tap: Optional[_Tap] = None
+    tap: _Tap | None = None
     vlan_pcp: int = 0
     pid: int = field(default_factory=os.getpid)
 
@@ -162,7 +164,7 @@ class TrafficGenerator:
         """True while the thread is still offering frames."""
         return bool(self._stats().running)
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Wait until every frame was offered (or the generator was stopped);
         True when done, False if ``timeout`` seconds passed first."""
         if timeout is not None:
@@ -200,7 +202,7 @@ class Kernel:
         self._state = _State()
         self._finalizer = weakref.finalize(self, self._state.shutdown)
         self._lock = threading.RLock()  # BPF_LOCK: one control operation at a time
-        self.sysctls = dict(SYSCTL_INTS)
+        self.sysctls: dict[str, int] = dict(SYSCTL_INTS)
 
     # -- lifetime ----------------------------------------------------------
 
@@ -223,7 +225,7 @@ class Kernel:
         dlt: int = lib.DLT_EN10MB,
         *,
         mtu: int = 1500,
-        lladdr: Optional[bytes] = None,
+        lladdr: bytes | None = None,
         extra_dlts: tuple[int, ...] = (),
     ) -> None:
         """Attach a synthetic interface with a BPF tap for ``dlt`` (and ``extra_dlts``)."""
@@ -231,7 +233,7 @@ class Kernel:
             self._add_interface(name, (dlt, *extra_dlts), mtu, lladdr)
 
     def _add_interface(
-        self, name: str, dlts: tuple[int, ...], mtu: int, lladdr: Optional[bytes]
+        self, name: str, dlts: tuple[int, ...], mtu: int, lladdr: bytes | None
     ) -> _Interface:
         raw = name.encode()
         if not raw or len(raw) >= lib.IFNAMSIZ or b"\0" in raw:
@@ -307,7 +309,7 @@ class Kernel:
             tap.iface.generator = gen
             return gen
 
-    def bridge(self, host_ifname: str, name: Optional[str] = None) -> None:
+    def bridge(self, host_ifname: str, name: str | None = None) -> None:
         """Make a host interface a simulated Ethernet one, through AF_PACKET.
 
         Frames seen on the host interface (both directions) reach the
@@ -334,9 +336,10 @@ class Kernel:
             c = lib.bsdbpf_sim_d_new(self._state.c, self.sysctls["net.bpf.bufsize"] & U32)
             if c == ffi.NULL:
                 raise _fail(errno.ENOMEM, "open")
-            reader = (flags & os.O_ACCMODE) != os.O_WRONLY
-            desc = _Descriptor(c, reader, bool(flags & os.O_NONBLOCK))
-            if not reader:
+            mode = flags & os.O_ACCMODE
+            desc = _Descriptor(c, fread=mode != os.O_WRONLY, fwrite=mode != os.O_RDONLY)
+            os.set_blocking(desc.fd, not flags & os.O_NONBLOCK)
+            if not desc.fread:
                 desc.writer_count = 2
             self._state.fds[desc.fd] = desc
             return desc.fd
@@ -356,17 +359,20 @@ class Kernel:
 
     def read(self, fd: int, buffer: Any) -> int:
         desc = self._desc(fd, "read")
+        if not desc.fread:
+            raise _fail(errno.EBADF, "read", hint="the descriptor was opened O_WRONLY")
         c = desc.c
         buf = ffi.from_buffer(buffer, require_writable=True)
         if len(buf) != c.bufsize:
             raise _fail(errno.EINVAL, "read")
         if c.bufmode != lib.BPF_BUFMODE_BUFFER:
             raise _fail(errno.EOPNOTSUPP, "read")
+        nonblock = not os.get_blocking(fd)  # the file's flag at the time of the call
         now = lib.bsdbpf_sim_monotonic_ns()
         deadline = now + c.rtout * (1_000_000_000 // HZ) if c.rtout else 0
         first = 1
         while True:
-            n = lib.bsdbpf_sim_read(c, buf, len(buf), int(desc.nonblock), deadline,
+            n = lib.bsdbpf_sim_read(c, buf, len(buf), int(nonblock), deadline,
                                     lib.bsdbpf_sim_monotonic_ns() + READ_SLICE_NS, first)
             first = 0
             if n != lib.BSDBPF_SIM_SLICE:
@@ -378,6 +384,8 @@ class Kernel:
     def write(self, fd: int, data: Any) -> int:
         with self._lock:  # keeps the interface alive while the frame goes out
             desc = self._desc(fd, "write")
+            if not desc.fwrite:
+                raise _fail(errno.EBADF, "write", hint="the descriptor was opened O_RDONLY")
             buf = ffi.from_buffer(data)
             n = lib.bsdbpf_sim_write(desc.c, buf, len(buf))
         if n < 0:
@@ -393,7 +401,7 @@ class Kernel:
         request &= 0xFFFFFFFF
         length = (request >> 16) & lib.IOCPARM_MASK
         inout = request & lib.IOC_DIRMASK
-        if inout & (lib.IOC_IN | lib.IOC_OUT) and length == 0 or (
+        if (inout & (lib.IOC_IN | lib.IOC_OUT) and length == 0) or (
             inout == lib.IOC_VOID and length not in (0, ffi.sizeof("int"))
         ) or inout == 0:
             raise _fail(errno.ENOTTY, op)
@@ -431,7 +439,7 @@ class Kernel:
         """sys_ioctl sets the file's non-blocking flag before the driver runs
         (so even a locked descriptor's FIONBIO, refused by the driver, sticks)."""
         if request == lib.FIONBIO:
-            desc.nonblock = bool(ffi.cast("int *", kbuf)[0])
+            os.set_blocking(desc.fd, not ffi.cast("int *", kbuf)[0])
 
     # -- bpfioctl() ----------------------------------------------------------
 
@@ -491,16 +499,14 @@ class Kernel:
         if c.bufmode != lib.BPF_BUFMODE_ZBUF:
             raise _fail(errno.EOPNOTSUPP, op)
         bz = self._u(kbuf, "struct bpf_zbuf *")
-        if bz.bz_bufa == ffi.NULL or bz.bz_bufb == ffi.NULL or bz.bz_buflen == 0:
-            raise _fail(errno.EINVAL, op)
         buflen = int(bz.bz_buflen)
-        for addr in (int(ffi.cast("uintptr_t", bz.bz_bufa)), int(ffi.cast("uintptr_t", bz.bz_bufb))):
-            if addr % PAGE_SIZE or buflen % PAGE_SIZE or buflen // PAGE_SIZE > BPF_MAX_PAGES:
-                raise _fail(errno.EINVAL, op)
-            if not is_mapped_rw(addr, buflen):
-                raise _fail(errno.EFAULT, op)
+        if ffi.NULL in (bz.bz_bufa, bz.bz_bufb) or buflen == 0:
+            raise _fail(errno.EINVAL, op)
+        _zbuf_setup(bz.bz_bufa, buflen, op)
+        _zbuf_setup(bz.bz_bufb, buflen, op)
         if c.sbuf != ffi.NULL or c.bif != ffi.NULL:
-            raise _fail(errno.EINVAL, op, hint="zero-copy buffers are registered once, before BIOCSETIF")
+            raise _fail(errno.EINVAL, op,
+                        hint="zero-copy buffers are registered once, before BIOCSETIF")
         self._locked(desc, lambda: lib.bsdbpf_sim_setzbuf(c, bz.bz_bufa, bz.bz_bufb, buflen))
 
     def _rotzbuf(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
@@ -515,10 +521,11 @@ class Kernel:
         self._u(kbuf)[0] = desc.c.bufsize
 
     def _clamped_bufsize(self, size: int) -> int:
-        # bpf_buffer_ioctl_sblen compares as int against the int sysctl.
-        size = ffi.cast("int", size & U32)
-        maxsize = self.sysctls["net.bpf.maxbufsize"]
-        return int(maxsize if size > maxsize else max(int(size), lib.BPF_MINBUFSIZE))
+        # bpf_buffer_ioctl_sblen compares the u_int size with the int sysctl,
+        # which C converts to unsigned: both sides are unsigned 32-bit.
+        size &= U32
+        maxsize = self.sysctls["net.bpf.maxbufsize"] & U32
+        return maxsize if size > maxsize else max(size, lib.BPF_MINBUFSIZE)
 
     def _alloc(self, desc: _Descriptor, op: str, size: int) -> None:
         rc = self._locked(desc, lambda: lib.bsdbpf_sim_alloc_buffers(desc.c, size))
@@ -550,10 +557,12 @@ class Kernel:
         tap = iface.taps[0]
         if desc.tap is not tap:
             self._attach(desc, tap)
-        self._locked(desc, lambda: lib.bsdbpf_sim_reset(c))
+        else:
+            self._locked(desc, lambda: lib.bsdbpf_sim_reset(c))
 
     def _attach(self, desc: _Descriptor, tap: _Tap) -> None:
-        """bpf_attachd(): detach (dropping promiscuous mode), then join the tap."""
+        """bpf_attachd(): detach (dropping promiscuous mode), join the tap, then
+        reset the buffers and counters and wake up (the engine does those two)."""
         self._set_promisc(desc, False)
         writer_only = self.sysctls["net.bpf.optimize_writers"] != 0 or desc.writer_count != 0
         if writer_only:
@@ -588,6 +597,8 @@ class Kernel:
             return
         if len(dlts) > bfl.bfl_len:
             raise _fail(errno.ENOMEM, op)
+        if not is_mapped(_address(bfl.bfl_list), len(dlts) * ffi.sizeof("u_int"), write=True):
+            raise _fail(errno.EFAULT, op)  # copyout() failed
         for i, dlt in enumerate(dlts):
             bfl.bfl_list[i] = dlt
         bfl.bfl_len = len(dlts)
@@ -628,7 +639,10 @@ class Kernel:
         if prog.bf_insns == ffi.NULL and flen != 0:
             raise _fail(errno.EINVAL, op)
         insns = prog.bf_insns
-        if flen and not lib.bsdbpf_validate(insns, flen):
+        size = flen * ffi.sizeof("struct bpf_insn")
+        # bpf_setf(): a failed copyin() is EINVAL too, like an invalid program.
+        if flen and not (is_mapped(_address(insns), size, write=False)
+                         and lib.bsdbpf_validate(insns, flen)):
             raise _fail(errno.EINVAL, op)
         write = op == "BIOCSETWF"
         if op == "BIOCSETF":
@@ -722,11 +736,11 @@ class Kernel:
         owner = desc.c.owner
         self._u(kbuf, "int *")[0] = -owner if op == "TIOCGPGRP" else owner
 
-    _HANDLERS: dict[int, Callable[[Kernel, _Descriptor, str, Any], None]] = {}
+    _HANDLERS: ClassVar[dict[int, Callable[[Kernel, _Descriptor, str, Any], None]]] = {}
 
     # -- sysctls -------------------------------------------------------------
 
-    def sysctlbyname(self, name: str, new: Optional[bytes] = None) -> bytes:
+    def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         op = f"sysctl {name}"
         with self._lock:
             if name == STATS:
@@ -742,20 +756,19 @@ class Kernel:
                 self.sysctls[name] = int.from_bytes(new, "little", signed=True)
             return old
 
-    def _stats_sysctl(self, op: str, new: Optional[bytes]) -> bytes:
+    def _stats_sysctl(self, op: str, new: bytes | None) -> bytes:
         if self.uid != 0:
             raise _fail(errno.EPERM, op)
         size = ffi.sizeof("struct xbpf_d")
-        if new is not None:
-            if len(new) != size or any(new):
-                raise _fail(errno.EINVAL, op, hint=f"write one all-zero struct xbpf_d ({size} "
-                            "bytes) to zero the counters")
+        if new is not None and (len(new) != size or any(new)):
+            raise _fail(errno.EINVAL, op, hint=f"write one all-zero struct xbpf_d ({size} "
+                        "bytes) to zero the counters")
         records = self._xbpf_records()
-        old = ffi.buffer(records)[:] if records is not None else b""
+        old = bytes(ffi.buffer(records)) if records is not None else b""
         if new is not None:
             for desc in self._state.fds.values():
                 if desc.tap is not None and not desc.c.writer:
-                    self._locked(desc, lambda d=desc: _zero_counters(d.c))
+                    self._locked(desc, partial(_zero_counters, desc.c))
         return old
 
     def _xbpf_records(self) -> Any:
@@ -763,12 +776,14 @@ class Kernel:
         for iface in self._state.ifaces.values():
             for tap in iface.taps:
                 on_tap = [d for d in self._state.fds.values() if d.tap is tap]
-                attached += [d for d in on_tap if d.c.writer] + [d for d in on_tap if not d.c.writer]
+                # writer-only descriptors first, as bpf_stats_sysctl lists them
+                attached += [d for d in on_tap if d.c.writer]
+                attached += [d for d in on_tap if not d.c.writer]
         if not attached:
             return None
         records = ffi.new("struct xbpf_d[]", len(attached))
         for rec, desc in zip(records, attached):
-            self._locked(desc, lambda r=rec, d=desc: _fill_xbpf(r, d))
+            self._locked(desc, partial(_fill_xbpf, rec, desc))
         return records
 
 
@@ -840,6 +855,22 @@ Kernel._HANDLERS = {
 del K
 
 
+def _address(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+def _zbuf_setup(buf: Any, buflen: int, op: str) -> None:
+    """zbuf_setup(): check one buffer, wire it and zero its header.  BIOCSETZBUF
+    runs it for bufa, then bufb, before its last check, so a later failure
+    leaves the headers already set up zeroed."""
+    addr = _address(buf)
+    if addr % PAGE_SIZE or buflen % PAGE_SIZE or buflen // PAGE_SIZE > BPF_MAX_PAGES:
+        raise _fail(errno.EINVAL, op)
+    if not is_mapped(addr, buflen, write=True):
+        raise _fail(errno.EFAULT, op)
+    ffi.memmove(buf, bytes(ZBUF_HDR), ZBUF_HDR)
+
+
 def _zero_counters(c: Any) -> None:
     c.rcount = c.dcount = c.fcount = c.wcount = c.wfcount = c.zcopy = 0
 
@@ -864,7 +895,5 @@ def _fill_xbpf(rec: Any, desc: _Descriptor) -> None:
 def _tvtohz(sec: int, usec: int) -> int:
     """tvtohz(): ticks for a timeval, rounded up, plus one for the current tick."""
     if sec < 0 or (sec == 0 and usec <= 0):
-        ticks = 1
-    else:
-        ticks = -(-(sec * 1_000_000 + usec) // TICK_US) + 1
-    return min(ticks, INT_MAX)
+        return 1
+    return min(-(-(sec * 1_000_000 + usec) // TICK_US) + 1, INT_MAX)

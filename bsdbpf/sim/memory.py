@@ -1,8 +1,6 @@
-"""Is process memory mapped readable and writable?  (BIOCSETZBUF's EFAULT check.)
-
-The kernel wires the pages with read and write access and fails with EFAULT
-when it cannot.  The simulator asks the host the same question.
-"""
+"""Is process memory mapped, readable and (if asked) writable?  The kernel's
+copyin/copyout and page wiring fail on such memory with EFAULT; the simulator
+asks the host the same question before it touches a user pointer."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import ctypes
 import mmap
 import os
 
-__all__ = ["is_mapped_rw"]
+__all__ = ["is_mapped"]
 
 MAPS = "/proc/self/maps"
 
@@ -25,15 +23,19 @@ def _regions() -> list[tuple[int, int, str]]:
     return regions
 
 
-def is_mapped_rw(addr: int, length: int) -> bool:
-    """True if every byte of [addr, addr+length) is mapped readable and writable."""
+def is_mapped(addr: int, length: int, *, write: bool) -> bool:
+    """True if every byte of [addr, addr+length) is mapped readable, and writable
+    too when ``write``."""
+    if length <= 0:
+        return True
     if not os.path.exists(MAPS):
         return _mapped_by_msync(addr, length)
+    need = "rw" if write else "r"
     end = addr + length
     for start, stop, perms in sorted(_regions()):
         if stop <= addr or start > addr:
             continue
-        if not perms.startswith("rw"):
+        if not perms.startswith(need):
             return False
         addr = stop
         if addr >= end:
@@ -45,4 +47,6 @@ def _mapped_by_msync(addr: int, length: int) -> bool:
     """Without /proc, msync() at least tells mapped pages from unmapped ones."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return int(libc.msync(addr, length, getattr(mmap, "MS_ASYNC", 1))) == 0
+    page = mmap.PAGESIZE
+    start = addr - addr % page  # msync wants a page-aligned start
+    return int(libc.msync(start, addr + length - start, getattr(mmap, "MS_ASYNC", 1))) == 0

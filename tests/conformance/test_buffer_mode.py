@@ -18,15 +18,9 @@ from bsdbpf.errors import (
     WrongBufferMode,
 )
 
-from .helpers import PAGE, raises, sim_bug
+from .helpers import PAGE, raises
 
 BUFFER, ZBUF = lib.BPF_BUFMODE_BUFFER, lib.BPF_BUFMODE_ZBUF
-SBLEN_UNSIGNED = sim_bug(
-    "the BIOCSBLEN clamp (and the implicit one at BIOCSETIF) compares as a signed int "
-    "(kernel.py _clamped_bufsize casts to int), so sizes ≥ 2^31 become 32; "
-    "bpf_buffer_ioctl_sblen compares the u_int size with the int sysctl, which C "
-    "converts to unsigned, so they clamp to maxbufsize; fix: compare size & 0xffffffff "
-    "with maxbufsize & 0xffffffff")
 
 
 def test_initial_state(bpf):
@@ -157,8 +151,7 @@ def test_zerocopy_enable_only_consulted_at_setbufmode(bpf, sysctl, ifname):
 @pytest.mark.parametrize(("asked", "granted"), [
     (0, 32), (1, 32), (31, 32), (32, 32), (100, 100), (8192, 8192),
     (524288, 524288), (524289, 524288), (10_000_000, 524288), (0x7FFFFFFF, 524288),
-    pytest.param(0x80000000, 524288, marks=SBLEN_UNSIGNED),
-    pytest.param(0xFFFFFFFF, 524288, marks=SBLEN_UNSIGNED),
+    (0x80000000, 524288), (0xFFFFFFFF, 524288),
 ])
 def test_sblen_clamps_and_copies_out(bpf, asked, granted):
     """§e BIOCSBLEN: n > maxbufsize → maxbufsize, n < 32 → 32 (BPF_MINBUFSIZE); the
@@ -214,8 +207,7 @@ def test_gblen_reports_bufsize_sysctl_verbatim(bpf, sysctl, bufsize):
 
 
 @pytest.mark.parametrize(("bufsize", "allocated"), [
-    (10, 32), (100, 100), (600_000, 524288),
-    pytest.param(-1, 524288, marks=SBLEN_UNSIGNED),
+    (10, 32), (100, 100), (600_000, 524288), (-1, 524288),
 ])
 def test_setif_allocates_clamped_bufsize(bpf, sysctl, ifname, bufsize, allocated):
     """§d net.bpf.bufsize: used to allocate the buffers at BIOCSETIF when BIOCSBLEN

@@ -27,7 +27,6 @@ from .helpers import (
     parse_records,
     raises,
     reject_ethertype,
-    sim_bug,
     stats_record,
     wordalign,
 )
@@ -339,11 +338,6 @@ def test_one_timestamp_per_packet(bpf, ifname, traffic):
     assert micro.sec * 10**6 + micro.frac == nano_ns // 1000
 
 
-@sim_bug(
-    "BIOCSDLT moves the descriptor with Kernel._attach(), which does not reset it; the "
-    "kernel's bpf_setdlt() re-attaches through bpf_attachd(), which ends with reset_d() "
-    "(buffers emptied, counters zeroed); fix: call bsdbpf_sim_reset() after the "
-    "re-attach in Kernel._sdlt (and fix the 'no reset' note in sim_engine.h)")
 def test_sdlt_reattach_resets(bpf, multi_ifname, traffic):
     """§e BIOCSDLT "re-attach to that tap" + §e reset_d "(BIOCFLUSH, BIOCSETF, attach)":
     switching the DLT is an attach, so the buffers and counters are reset."""

@@ -7,6 +7,7 @@ and §i.
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 
@@ -28,7 +29,6 @@ from .helpers import (
     program,
     raises,
     run_isolated,
-    sim_bug,
     stats_record,
     stats_records,
 )
@@ -601,10 +601,6 @@ def test_no_copyout_on_error(bpf, ifname, multi_ifname):
 
 # -- user memory the kernel cannot access ---------------------------------------------------------
 
-@sim_bug(
-    "BIOCGDLTLIST stores through bfl_list directly (kernel.py _gdltlist), so an "
-    "unwritable list crashes the process with SIGSEGV instead of failing with EFAULT; "
-    "fix: check the list with memory.is_mapped_rw(addr, 4 * count) first (EFAULT)")
 def test_gdltlist_copyout_fault():
     """§e BIOCGDLTLIST: a copy-out fault (list in read-only memory) → EFAULT."""
     status, out = run_isolated('''
@@ -616,10 +612,6 @@ report(lambda: system.ioctl(fd, lib.BIOCGDLTLIST, bfl))
     assert (status, out) == (0, "BadAddress EFAULT")
 
 
-@sim_bug(
-    "BIOCSETF reads bf_insns directly (bsdbpf_validate / bsdbpf_sim_copy_program), so "
-    "an unreadable program crashes the process with SIGSEGV instead of EINVAL; fix: "
-    "check the instructions with memory.is_mapped_rw-like readability first (EINVAL)")
 def test_setf_copyin_fault():
     """§e BIOCSETF*: a copy-in failure of the instructions → EINVAL (not EFAULT)."""
     status, out = run_isolated('''
@@ -629,6 +621,20 @@ prog.bf_len, prog.bf_insns = 1, ffi.cast("struct bpf_insn *", ffi.from_buffer(no
 report(lambda: system.ioctl(fd, lib.BIOCSETF, prog))
 ''')
     assert (status, out) == (0, "InvalidFilter EINVAL")
+
+
+def test_setf_from_read_only_memory(bpf, tmp_path):
+    """§e BIOCSETF*: the copy-in only reads the instructions, so a program in
+    read-only memory is accepted."""
+    prog, keep = program([(RET_K, 0, 0, 96)])
+    path = tmp_path / "program"
+    path.write_bytes(bytes(ffi.buffer(keep)))
+    fd = bpf.open()
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as ro:
+        view = ffi.from_buffer(ro)
+        prog.bf_insns = ffi.cast("struct bpf_insn *", view)
+        bpf.ioctl(fd, lib.BIOCSETF, prog)
+        ffi.release(view)
 
 
 def test_isolated_runner_reports():

@@ -23,7 +23,6 @@ from .helpers import (
     eth_frame,
     parse_records,
     raises,
-    sim_bug,
 )
 
 
@@ -239,12 +238,6 @@ def test_read_nonblock_unattached(bpf):
         bpf.read(fd)
 
 
-@sim_bug(
-    "the simulator keeps its own non-blocking flag (set from open()'s O_NONBLOCK and "
-    "FIONBIO) instead of the file's status flags, so O_NONBLOCK set with fcntl(2) is "
-    "ignored and the read sleeps (here until its timeout, returning 0 bytes); fix: in "
-    "Kernel.read take nonblock from fcntl(fd, F_GETFL) & O_NONBLOCK, and make open/"
-    "FIONBIO set the fd's own O_NONBLOCK")
 def test_read_nonblock_fcntl(bpf, ifname):
     """§e read(2): O_NONBLOCK is the file's flag, however it was set — with fcntl(2)
     too (os.set_blocking) → EAGAIN with nothing to read."""
@@ -255,10 +248,6 @@ def test_read_nonblock_fcntl(bpf, ifname):
         bpf.read(fd)
 
 
-@sim_bug(
-    "the descriptor's fd is created O_NONBLOCK (eventfd EFD_NONBLOCK / pipe) and FIONBIO "
-    "or open(O_NONBLOCK) never reach it, so F_GETFL always shows O_NONBLOCK; fix: create "
-    "it blocking and mirror the FNONBLOCK flag onto it")
 def test_file_flag_follows_fionbio(bpf):
     """§b FIONBIO "the generic layer sets FNONBLOCK" / §e Opening: the file status flag
     O_NONBLOCK (fcntl F_GETFL) is clear after a blocking open, set by FIONBIO(1) or an
@@ -272,10 +261,6 @@ def test_file_flag_follows_fionbio(bpf):
     assert not os.get_blocking(bpf.open(os.O_RDWR | os.O_NONBLOCK))
 
 
-@sim_bug(
-    "read(2) does not check that the descriptor was opened for reading: an O_WRONLY "
-    "descriptor reads like any other (here EAGAIN); fix: Kernel.read raises EBADF when "
-    "not desc.reader")
 def test_read_write_only_descriptor(bpf, ifname):
     """§e Opening (an open without FREAD) / generic file layer: read(2) on an O_WRONLY
     descriptor fails with EBADF before reaching the driver."""

@@ -49,10 +49,6 @@ def attached(bpf, ifname, blen=None, immediate=False):
     return fd
 
 
-@sim_bug(
-    "a new descriptor's fd only becomes readable at the clock thread's next tick "
-    "(≤ 1 ms later): bsdbpf_sim_d_new() leaves pub.ready = 0 and never calls "
-    "bsdbpf_sim_update_ready(); fix: mark it ready (set_fd_ready(d, 1)) when it is made")
 @pytest.mark.parametrize("waiter", ["select", "poll"])
 def test_detached_readable_at_once(bpf, waiter):
     """§e poll: not attached → poll returns immediately (readable), right after
@@ -81,9 +77,10 @@ def test_detached_poll_reports_requested_subset(bpf):
 
 
 @sim_bug(
-    "a detached descriptor's fd is an eventfd/pipe that can only be readable, never "
-    "hung up, so poll reports POLLIN without the POLLHUP the kernel returns "
-    "(bpfpoll: events & (POLLHUP|POLLIN|POLLRDNORM|POLLOUT|POLLWRNORM))")
+    "the descriptor's fd is one end of a Unix socket pair: readable and writable, never "
+    "hung up, so poll reports POLLIN without the POLLHUP the kernel returns (bpfpoll: "
+    "events & (POLLHUP|POLLIN|POLLRDNORM|POLLOUT|POLLWRNORM)); no file the simulator can "
+    "use both reports POLLOUT and has a POLLHUP that can be set and cleared (see README)")
 def test_detached_poll_reports_pollhup(bpf):
     """§e poll: not attached → POLLHUP is among the reported events when asked for."""
     fd = bpf.open()
@@ -269,10 +266,6 @@ def test_async_signal_on_wakeup(bpf, ifname, traffic):
         assert until(got.is_set, WAIT)
 
 
-@sim_bug(
-    "bsdbpf_sim_rotzbuf() calls wakeup(), so BIOCROTZBUF signals an async owner; the "
-    "kernel's bpf_zerocopy_ioctl_rotzbuf() only rotates (poll sees the new hold buffer "
-    "through bpf_ready); fix: call bsdbpf_sim_update_ready() instead of wakeup()")
 @INJECTION
 def test_no_signal_on_rotzbuf(bpf, zerocopy, ifname, traffic):
     """§e Wakeups / §e BIOCROTZBUF: BIOCROTZBUF rotates without a wakeup, so no signal
@@ -290,11 +283,6 @@ def test_no_signal_on_rotzbuf(bpf, zerocopy, ifname, traffic):
         assert not until(got.is_set, SHORT)
 
 
-@sim_bug(
-    "closing a descriptor detaches it through bsdbpf_sim_attach(d, NULL), whose wakeup() "
-    "signals the async owner; the kernel's close (bpf_dtor) clears the SIGIO owner "
-    "first and detaches without a wakeup; fix: clear owner/fasync before detaching in "
-    "bsdbpf_sim_d_free(), and do not wake on a plain detach")
 def test_no_signal_on_close(bpf, ifname):
     """§e close(2): close clears the SIGIO owner before detaching, so closing an async
     descriptor sends no signal."""

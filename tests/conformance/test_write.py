@@ -24,7 +24,6 @@ from .helpers import (
     null_frame,
     parse_records,
     raises,
-    sim_bug,
     stats_record,
     wait_poll,
 )
@@ -229,10 +228,6 @@ def test_no_feedback_inout_sees_outgoing(bpf, ifname):
     assert frame not in drain(bpf, inbound)
 
 
-@sim_bug(
-    "write(2) does not check that the descriptor was opened for writing: an O_RDONLY "
-    "descriptor sends the frame; fix: Kernel.write raises EBADF for an O_RDONLY open "
-    "(keep the access mode in _Descriptor)")
 def test_write_read_only_descriptor(bpf, ifname):
     """§e Opening / generic file layer: write(2) on an O_RDONLY descriptor fails with
     EBADF before reaching the driver."""
