@@ -263,7 +263,7 @@ class Kernel:
             for desc in self._state.fds.values():
                 if desc.tap is not None and desc.tap.iface is iface:
                     desc.tap = None
-                    desc.c.promisc = 0
+                    self._store(desc, promisc=0)
             for t in iface.taps:
                 lib.bsdbpf_sim_if_free(t.c)
             del self._state.ifaces[name]
@@ -461,6 +461,16 @@ class Kernel:
             raise _fail(errno.EINVAL, op, hint="FreeBSD 14's bpf driver has no such request")
         handler(self, desc, op, kbuf)
 
+    def _store(self, desc: _Descriptor, **fields: int) -> None:
+        """Set engine fields under the descriptor's lock (the packet and clock
+        threads read them, as the kernel's do under BPFD_LOCK)."""
+        lib.bsdbpf_sim_lock(desc.c)
+        try:
+            for name, value in fields.items():
+                setattr(desc.c, name, value)
+        finally:
+            lib.bsdbpf_sim_unlock(desc.c)
+
     def _locked(self, desc: _Descriptor, fn: Callable[[], Any]) -> Any:
         lib.bsdbpf_sim_lock(desc.c)
         try:
@@ -567,14 +577,14 @@ class Kernel:
         writer_only = self.sysctls["net.bpf.optimize_writers"] != 0 or desc.writer_count != 0
         if writer_only:
             desc.writer_count = 2
-        desc.c.writer = int(writer_only)
+        self._store(desc, writer=int(writer_only))
         lib.bsdbpf_sim_attach(desc.c, tap.c)
         desc.tap = tap
 
     def _set_promisc(self, desc: _Descriptor, on: bool) -> None:
         if desc.tap is None or bool(desc.c.promisc) == on:
             return
-        desc.c.promisc = int(on)
+        self._store(desc, promisc=int(on))
         desc.tap.iface.promisc += 1 if on else -1
 
     def _need_tap(self, desc: _Descriptor, op: str) -> _Tap:
@@ -670,7 +680,7 @@ class Kernel:
             desc.writer_count -= 1
         if not is_snap or desc.writer_count == 0:
             desc.writer_count = 0
-            self._locked(desc, lambda: setattr(desc.c, "writer", 0))
+            self._store(desc, writer=0)
 
     def _srtimeout(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         tv = self._u(kbuf, "struct timeval *")
@@ -679,7 +689,7 @@ class Kernel:
             raise _fail(errno.EINVAL, op)
         if sec == 0 and 0 < usec < TICK_US // 16:
             usec = TICK_US // 16
-        desc.c.rtout = _tvtohz(sec, usec) - 1
+        self._store(desc, rtout=_tvtohz(sec, usec) - 1)
 
     def _grtimeout(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         tv = self._u(kbuf, "struct timeval *")
@@ -699,13 +709,13 @@ class Kernel:
         sig = self._u(kbuf)[0]
         if sig >= NSIG:
             raise _fail(errno.EINVAL, op)
-        desc.c.sig = sig
+        self._store(desc, sig=sig)
 
     def _sdirection(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         value = self._u(kbuf)[0]
         if value not in (lib.BPF_D_IN, lib.BPF_D_INOUT, lib.BPF_D_OUT):
             raise _fail(errno.EINVAL, op)
-        desc.c.direction = value
+        self._store(desc, direction=value)
 
     def _ststamp(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         value = self._u(kbuf)[0]
@@ -714,10 +724,10 @@ class Kernel:
             fmt != lib.BPF_T_NONE and value & ~(lib.BPF_T_FORMAT_MASK | lib.BPF_T_FLAG_MASK) == 0)
         if not valid:
             raise _fail(errno.EINVAL, op)
-        desc.c.tstamp = value
+        self._store(desc, tstamp=value)
 
     def _lock_d(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
-        desc.c.locked = 1
+        self._store(desc, locked=1)
 
     def _vlanpcp(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         value = self._u(kbuf)[0]
@@ -730,7 +740,7 @@ class Kernel:
 
     def _setown(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         value = self._u(kbuf, "int *")[0]
-        desc.c.owner = -value if op == "TIOCSPGRP" else value
+        self._store(desc, owner=-value if op == "TIOCSPGRP" else value)
 
     def _getown(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
         owner = desc.c.owner
