@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,25 +62,3 @@ html_theme_options = {
     "description": "FreeBSD's /dev/bpf, zero-copy buffers and net.bpf sysctls for Python",
     "fixed_sidebar": True,
 }
-
-
-# Narrative pages written separately.  index.rst lists them in its toctree;
-# until a page exists its entry is left out (Sphinx would fail the -W build on
-# a missing document, and its glob patterns warn when they match nothing).
-# Once every page exists this does nothing.
-OPTIONAL_PAGES = ("tutorial", "zerocopy", "simulator", "cli")
-
-
-def _drop_missing_pages(app: Any, docname: str, source: list[str]) -> None:
-    if docname != root_doc:
-        return
-    srcdir = Path(app.srcdir)
-    missing = {page for page in OPTIONAL_PAGES if not (srcdir / f"{page}.rst").exists()}
-    source[0] = "\n".join(
-        line for line in source[0].splitlines() if line.strip() not in missing
-    )
-
-
-def setup(app: Any) -> dict[str, Any]:
-    app.connect("source-read", _drop_missing_pages)
-    return {"parallel_read_safe": True}
