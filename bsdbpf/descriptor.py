@@ -123,6 +123,21 @@ _CHECK, _READY, _DRAIN = "check", "ready", "drain"
 Steps = Generator[tuple[str, Optional[float]], bool, Optional[Batch]]
 
 
+def _one_at_a_time(batch: Batch, limit: int | None) -> Iterator[Packet]:
+    """Take at most ``limit`` of the batch's remaining packets; each one's view
+    is released when the next is taken (packets() and apackets())."""
+    prev: Packet | None = None
+    for pkt in batch._take():
+        if prev is not None:
+            prev.data.release()
+        prev = pkt
+        yield pkt
+        if limit is not None:
+            limit -= 1
+            if limit == 0:
+                return
+
+
 class Descriptor:
     """One open ``/dev/bpf`` descriptor: configuration, capture and injection.
 
@@ -724,15 +739,9 @@ class Descriptor:
             batch = self._fetch(timeout, resume=True)
             if batch is None:
                 return
-            prev: Packet | None = None
-            for pkt in batch._take():
-                if prev is not None:
-                    prev.data.release()
-                prev = pkt
-                yield pkt
+            for pkt in _one_at_a_time(batch, None if count is None else count - taken):
                 taken += 1
-                if count is not None and taken >= count:
-                    return
+                yield pkt
 
     def batches(self, timeout: float | None = None) -> Iterator[Batch]:
         """Yield each buffer the kernel hands over as a :class:`Batch`.
@@ -766,15 +775,9 @@ class Descriptor:
             batch = await self._afetch(timeout, resume=True)
             if batch is None:
                 return
-            prev: Packet | None = None
-            for pkt in batch._take():
-                if prev is not None:
-                    prev.data.release()
-                prev = pkt
-                yield pkt
+            for pkt in _one_at_a_time(batch, None if count is None else count - taken):
                 taken += 1
-                if count is not None and taken >= count:
-                    return
+                yield pkt
 
     async def abatches(self, timeout: float | None = None) -> AsyncIterator[Batch]:
         """``async for`` form of :meth:`batches`."""
