@@ -8,6 +8,7 @@ import gc
 import os
 import selectors
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -413,7 +414,7 @@ def test_out_of_range_instruction_is_refused_before_the_kernel(rec: Recorder) ->
 
 
 def test_program_longer_than_maxinsns(d: Descriptor, kernel: Kernel) -> None:
-    kernel.sysctlbyname("net.bpf.maxinsns", (2).to_bytes(4, "little"))
+    kernel.sysctlbyname("net.bpf.maxinsns", (2).to_bytes(4, sys.byteorder))
     with pytest.raises(InvalidFilter) as info:
         d.set_filter(ACCEPT * 3)
     assert info.value.errno == errno.EINVAL

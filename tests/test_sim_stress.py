@@ -14,6 +14,7 @@ import mmap
 import os
 import select
 import struct
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -140,7 +141,7 @@ def frame(seq: int) -> bytes:
 def run(count: int, rate: int, size: int) -> tuple[Tally, int, int, int]:
     with Kernel() as kernel:
         kernel.add_interface("em0")
-        kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, "little"))
+        kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, sys.byteorder))
         consumer = ZeroCopyConsumer(kernel, "em0", size)
         try:
             gen = kernel.generate("em0", count, size=FRAME, rate=rate)

@@ -10,6 +10,7 @@ import asyncio
 import errno
 import mmap
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +45,7 @@ def frame(i: int, size: int = 64) -> bytes:
 def kernel() -> Iterator[Kernel]:
     k = Kernel(uid=0)
     k.add_interface("em0", dlt=lib.DLT_EN10MB)
-    k.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, "little"))
+    k.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, sys.byteorder))
     try:
         yield k
     finally:
@@ -214,7 +215,7 @@ def test_attach_in_zbuf_mode_without_buffers(kernel: Kernel) -> None:
 
 
 def test_zerocopy_disabled_auto_falls_back(kernel: Kernel) -> None:
-    kernel.sysctlbyname("net.bpf.zerocopy_enable", (0).to_bytes(4, "little"))
+    kernel.sysctlbyname("net.bpf.zerocopy_enable", (0).to_bytes(4, sys.byteorder))
     with Descriptor.open("em0", system=kernel) as d:
         assert not d.zerocopy
         assert d.zerocopy_buffers is None

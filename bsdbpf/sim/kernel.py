@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 import time
 import weakref
@@ -759,11 +760,11 @@ class Kernel:
                 raise _fail(errno.ENOENT, op)
             if new is not None and self.uid != 0:
                 raise _fail(errno.EPERM, op)
-            old = self.sysctls[name].to_bytes(4, "little", signed=True)
+            old = self.sysctls[name].to_bytes(4, sys.byteorder, signed=True)
             if new is not None:
                 if len(new) != 4:
                     raise _fail(errno.EINVAL, op, hint="an int sysctl takes 4 bytes")
-                self.sysctls[name] = int.from_bytes(new, "little", signed=True)
+                self.sysctls[name] = int.from_bytes(new, sys.byteorder, signed=True)
             return old
 
     def _stats_sysctl(self, op: str, new: bytes | None) -> bytes:

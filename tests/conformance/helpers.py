@@ -389,12 +389,12 @@ class Bpf:
 # -- sysctl -----------------------------------------------------------------------
 
 def int_bytes(value: int) -> bytes:
-    return value.to_bytes(4, "little", signed=True)
+    return value.to_bytes(4, sys.byteorder, signed=True)
 
 
 def int_value(raw: bytes) -> int:
     assert len(raw) == 4, f"an int sysctl is 4 bytes, got {len(raw)}"
-    return int.from_bytes(raw, "little", signed=True)
+    return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
 class Sysctl:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 from bsdbpf._native import ffi, lib
@@ -46,12 +47,12 @@ XBPF_SIZE = ffi.sizeof("struct xbpf_d")
 
 @pytest.mark.parametrize(("name", "default"), INT_SYSCTLS.items())
 def test_int_sysctl_default(system, name, default):
-    """§d table: each net.bpf int sysctl is a 4-byte little-endian int with
+    """§d table: each net.bpf int sysctl is a 4-byte int in the host's byte order with
     FreeBSD's default (zerocopy_enable 0, bufsize 4096, maxbufsize 524288,
     maxinsns 512, optimize_writers 0)."""
     raw = system.sysctlbyname(name)
     assert len(raw) == 4
-    assert int.from_bytes(raw, "little", signed=True) == default
+    assert int.from_bytes(raw, sys.byteorder, signed=True) == default
 
 
 @pytest.mark.parametrize("name", INT_SYSCTLS)
@@ -151,7 +152,7 @@ def test_stats_raw_layout_amd64(bpf, system, ifname):
     bpf.set_uint(fd, lib.BIOCSBLEN, 2000)
     bpf.attach(fd, ifname)
     raw = system.sysctlbyname("net.bpf.stats")
-    pid = os.getpid().to_bytes(4, "little")
+    pid = os.getpid().to_bytes(4, sys.byteorder)
     recs = [raw[i:i + 168] for i in range(0, len(raw), 168) if raw[i + 72:i + 76] == pid]
     assert len(recs) == 1
     rec = recs[0]
