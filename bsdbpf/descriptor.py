@@ -34,7 +34,6 @@ from bsdbpf.errors import (
     InvalidArgument,
     InvalidFilter,
     InvalidStateError,
-    NotAttached,
     WouldBlock,
     ZeroCopyDisabled,
     from_errno,
@@ -868,8 +867,7 @@ class Descriptor:
             # reclaims an acknowledged buffer when the next packet arrives, and
             # until then reports data it cannot hand over (spec section f).
             if self.interface is None:
-                raise from_errno(errno.ENXIO, "read", cls=NotAttached, hint=(
-                    "the descriptor is not attached (BIOCSETIF) or its interface went away"))
+                raise from_errno(errno.ENXIO, "read")  # NotAttached, as read(2) gives
             remaining = _remaining(deadline)
             yield _SLEEP, backoff if remaining is None else min(backoff, remaining)
             backoff = min(backoff * 2, BACKOFF_MAX)

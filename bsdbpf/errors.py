@@ -166,6 +166,8 @@ _SIGIO_OWNER_HINT = (
     "process group in your session"
 )
 
+_DETACHED_HINT = "the descriptor is not attached (BIOCSETIF) or its interface went away"
+
 # (operation, errno) -> (class, what to do).  An operation of None matches any.
 _TABLE: dict[tuple[str | None, int], tuple[type[BPFError], str]] = {
     ("open", _errno.EACCES): (
@@ -227,14 +229,8 @@ _TABLE: dict[tuple[str | None, int], tuple[type[BPFError], str]] = {
         WrongBufferMode,
         "in zero-copy mode packets are taken from the shared buffers, not read(2)",
     ),
-    ("read", _errno.ENXIO): (
-        NotAttached,
-        "the descriptor is not attached (BIOCSETIF) or its interface went away",
-    ),
-    ("write", _errno.ENXIO): (
-        NotAttached,
-        "the descriptor is not attached (BIOCSETIF) or its interface went away",
-    ),
+    ("read", _errno.ENXIO): (NotAttached, _DETACHED_HINT),
+    ("write", _errno.ENXIO): (NotAttached, _DETACHED_HINT),
     ("write", _errno.EPERM): (WriteRejected, "the write filter (BIOCSETWF) refused the frame"),
     ("write", _errno.EMSGSIZE): (
         InvalidArgument,

@@ -465,12 +465,11 @@ class Kernel:
     def _store(self, desc: _Descriptor, **fields: int) -> None:
         """Set engine fields under the descriptor's lock (the packet and clock
         threads read them, as the kernel's do under BPFD_LOCK)."""
-        lib.bsdbpf_sim_lock(desc.c)
-        try:
+        def store() -> None:
             for name, value in fields.items():
                 setattr(desc.c, name, value)
-        finally:
-            lib.bsdbpf_sim_unlock(desc.c)
+
+        self._locked(desc, store)
 
     def _locked(self, desc: _Descriptor, fn: Callable[[], Any]) -> Any:
         lib.bsdbpf_sim_lock(desc.c)
@@ -590,7 +589,7 @@ class Kernel:
 
     def _need_tap(self, desc: _Descriptor, op: str) -> _Tap:
         if desc.tap is None or desc.c.bif == ffi.NULL:
-            raise _fail(errno.EINVAL, op, hint="attach the descriptor first (BIOCSETIF)")
+            raise _fail(errno.EINVAL, op)  # from_errno says to attach first
         return desc.tap
 
     def _getif(self, desc: _Descriptor, op: str, kbuf: Any) -> None:
