@@ -15,7 +15,7 @@ from bsdbpf._native import ffi, lib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-SPEC_JSON = Path(__file__).resolve().parents[2] / "shared/spec/freebsd-abi.json"
+SPEC_JSON = Path(__file__).resolve().parent / "data" / "freebsd-abi.json"
 VALID_OPCODES = json.loads(SPEC_JSON.read_text())["derived"]["bpf_validate_valid_opcodes"]
 
 M32 = 0xFFFFFFFF
