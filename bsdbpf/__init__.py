@@ -1,7 +1,7 @@
 """bsdbpf: FreeBSD's /dev/bpf, zero-copy buffers and net.bpf sysctls for Python."""
 
 from bsdbpf._version import __version__
-from bsdbpf.descriptor import BpfStat, BpfVersion, BufferMode, Descriptor, Direction
+from bsdbpf.descriptor import Descriptor
 from bsdbpf.errors import (
     BadAddress,
     BPFError,
@@ -26,6 +26,7 @@ from bsdbpf.errors import (
     ZeroCopyDisabled,
 )
 from bsdbpf.records import Batch, Clock, Packet, Timestamp, TimestampFormat
+from bsdbpf.types import BpfStat, BpfVersion, BufferMode, Direction
 
 __all__ = [
     "BPFError",

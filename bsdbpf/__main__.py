@@ -25,14 +25,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable
 
+from bsdbpf import raw
 from bsdbpf._native import lib
+from bsdbpf.backend import default_system
 from bsdbpf.descriptor import BpfStat, Descriptor
 from bsdbpf.errors import BPFError, InterfaceNotFound, SysctlNotFound, from_errno
 from bsdbpf.pcap import MAX_SNAPLEN, PcapWriter
 from bsdbpf.records import Packet
 from bsdbpf.sim import Kernel, TrafficGenerator
 from bsdbpf.stats import STATS_SYSCTL, DescriptorStats, read_stats, zero_stats
-from bsdbpf.system import System, default_system
+from bsdbpf.system import System
 
 __all__ = ["main"]
 
@@ -46,7 +48,6 @@ BPF_SYSCTLS = (
     "net.bpf.maxinsns",
     "net.bpf.optimize_writers",
 )
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 DEFAULT_BUFFER_SIZE = 512 * 1024  # libpcap's; the kernel caps it at net.bpf.maxbufsize
 READ_TIMEOUT = 1.0  # seconds a partly filled buffer waits (libpcap's default, 1000 ms)
 HEX_BYTES = 24  # bytes shown per packet line: a link header and the start of the next
@@ -78,18 +79,15 @@ def _full_name(name: str) -> str:
 def _get_int(system: System, name: str) -> int:
     if name == STATS_SYSCTL:
         raise CommandError(f"{name} is a table, not an integer: `{PROG} stats` shows it")
-    value = system.sysctlbyname(name)
-    if len(value) != 4:
-        raise CommandError(f"{name} is not an integer sysctl ({len(value)} bytes)")
-    return int.from_bytes(value, sys.byteorder, signed=True)
+    return raw.sysctl_int(system, name)
 
 
 def _set_int(system: System, name: str, value: int) -> tuple[int, int]:
     """Write an int sysctl; returns (old, new) as the kernel reports them."""
-    if not INT_MIN <= value <= INT_MAX:
+    if not raw.INT_MIN <= value <= raw.INT_MAX:
         raise CommandError(f"{name}={value}: out of range for a 4-byte int")
     old = _get_int(system, name)  # also refuses sysctls that are not ints
-    system.sysctlbyname(name, value.to_bytes(4, sys.byteorder, signed=True))
+    raw.sysctl_int(system, name, value)
     return old, _get_int(system, name)
 
 
@@ -501,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, system: System | None = None) -> int:
     """Run the ``bsdbpf`` command with ``argv`` (default: ``sys.argv[1:]``) on
-    ``system`` (default: :func:`bsdbpf.system.default_system`); returns the
+    ``system`` (default: :func:`bsdbpf.backend.default_system`); returns the
     exit status."""
     args = build_parser().parse_args(argv)
     try:

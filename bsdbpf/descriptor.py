@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import errno
 import math
 import os
@@ -24,22 +23,24 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
-from bsdbpf._native import ffi, lib
+from bsdbpf import raw
+from bsdbpf._native import lib
+from bsdbpf.backend import default_system
 from bsdbpf.errors import (
     ZEROCOPY_ENABLE_HINT,
     BPFError,
     DescriptorLocked,
     InvalidArgument,
-    InvalidFilter,
     InvalidStateError,
     WouldBlock,
     ZeroCopyDisabled,
     from_errno,
 )
 from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat, parse_records
-from bsdbpf.system import System, default_system
+from bsdbpf.system import System
+from bsdbpf.types import BpfStat, BpfVersion, BufferMode, Direction, Insn
 from bsdbpf.zbuf import HEADER_SIZE, ZeroCopyBuffers, buffer_length
 
 __all__ = [
@@ -61,53 +62,15 @@ BACKOFF_MAX = 0.05
 # kernel may still write into them.
 _ORPHANS: list[ZeroCopyBuffers] = []
 
-Insn = tuple[int, int, int, int]
+_T = TypeVar("_T")
 Program = Iterable[Any]  # (code, jt, jf, k) tuples, or objects with those attributes
 TimestampSpec = Union[Timestamp, TimestampFormat, tuple[int, int], int]
-
-
-class Direction(enum.IntEnum):
-    """Which packets a descriptor sees (BIOCSDIRECTION)."""
-
-    IN = lib.BPF_D_IN  #: received only
-    INOUT = lib.BPF_D_INOUT  #: received and sent (FreeBSD's default)
-    OUT = lib.BPF_D_OUT  #: sent only
-
-
-class BufferMode(enum.IntEnum):
-    """How packets reach the process (BIOCSETBUFMODE)."""
-
-    BUFFER = lib.BPF_BUFMODE_BUFFER  #: kernel buffers copied out by read(2)
-    ZBUF = lib.BPF_BUFMODE_ZBUF  #: zero-copy: buffers shared with the kernel
-
-
-class BpfVersion(NamedTuple):
-    """The BPF version the kernel implements (BIOCVERSION)."""
-
-    major: int
-    minor: int
-
-
-class BpfStat(NamedTuple):
-    """Packet counters of a descriptor (BIOCGSTATS)."""
-
-    recv: int  #: packets offered to the descriptor
-    drop: int  #: accepted packets dropped for lack of buffer space
 
 
 def snaplen_program(snaplen: int) -> tuple[Insn, ...]:
     """The one-instruction filter ``RET #snaplen``: accept every packet, keep
     at most ``snaplen`` bytes of it."""
     return ((lib.BPF_RET | lib.BPF_K, 0, 0, snaplen),)
-
-
-def _insn(op: str, i: int, ins: Any) -> Insn:
-    code, jt, jf, k = (ins.code, ins.jt, ins.jf, ins.k) if hasattr(ins, "code") else ins
-    if not (0 <= code <= 0xFFFF and 0 <= jt <= 0xFF and 0 <= jf <= 0xFF and 0 <= k <= 0xFFFFFFFF):
-        raise from_errno(errno.EINVAL, op, cls=InvalidFilter, hint=(
-            f"instruction {i} {(code, jt, jf, k)}: code is a u_short, jt and jf u_chars, "
-            "k a 32-bit unsigned int"))
-    return int(code), int(jt), int(jf), int(k)
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -319,26 +282,17 @@ class Descriptor:
             raise ValueError(CLOSED)
         return self._fd
 
-    def _ioctl(self, request: int, arg: Any = None) -> int:
+    def _raw(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(system, fd, *args)``, a function of :mod:`bsdbpf.raw`; EPERM
+        on a locked descriptor is :class:`bsdbpf.DescriptorLocked`."""
         fd = self._check()
         try:
-            return self._system.ioctl(fd, request, arg)
+            return call(self._system, fd, *args)
         except BPFError as err:
             if err.errno == errno.EPERM and self._locked and not isinstance(err, DescriptorLocked):
                 raise from_errno(err.errno, err.op, ifname=err.ifname,
                                  cls=DescriptorLocked) from err
             raise
-
-    def _get_uint(self, request: int) -> int:
-        value = ffi.new("u_int *")
-        self._ioctl(request, value)
-        return int(value[0])
-
-    def _set_uint(self, request: int, value: int) -> None:
-        self._ioctl(request, ffi.new("u_int *", int(value)))
-
-    def _set_int(self, request: int, value: int) -> None:
-        self._ioctl(request, ffi.new("int *", int(value)))
 
     # -- buffers ------------------------------------------------------------
 
@@ -351,12 +305,12 @@ class Descriptor:
         ``BufferMode.ZBUF`` while ``net.bpf.zerocopy_enable`` is 0 raises
         :class:`bsdbpf.ZeroCopyDisabled`.
         """
-        return BufferMode(self._get_uint(lib.BIOCGETBUFMODE))
+        return BufferMode(self._raw(raw.get_bufmode))
 
     @buffer_mode.setter
     def buffer_mode(self, mode: BufferMode) -> None:
         try:
-            self._set_uint(lib.BIOCSETBUFMODE, mode)
+            self._raw(raw.set_bufmode, mode)
         except BPFError as err:
             if err.errno == errno.EINVAL and int(mode) == BufferMode.ZBUF and (
                     self._zerocopy_disabled()):
@@ -367,8 +321,7 @@ class Descriptor:
         self._bufmode = BufferMode(int(mode))
 
     def _zerocopy_disabled(self) -> bool:
-        value = self._system.sysctlbyname("net.bpf.zerocopy_enable")
-        return int.from_bytes(value, "little", signed=True) == 0
+        return raw.sysctl_int(self._system, "net.bpf.zerocopy_enable") == 0
 
     @property
     def zerocopy(self) -> bool:
@@ -393,13 +346,12 @@ class Descriptor:
             self._check()
             raise from_errno(errno.EINVAL, "BIOCSETZBUF", cls=InvalidStateError, hint=(
                 "zero-copy buffers are registered once, before attaching (BIOCSETIF)"))
-        zmax = ffi.new("size_t *")
-        self._ioctl(lib.BIOCGETZMAX, zmax)
+        zmax = self._raw(raw.get_zmax)
         if size is None:
-            size = min(max(self.buffer_size, ZBUF_DEFAULT_SIZE), int(zmax[0]))
-        zbuf = ZeroCopyBuffers(buffer_length(size, int(zmax[0])))
+            size = min(max(self.buffer_size, ZBUF_DEFAULT_SIZE), zmax)
+        zbuf = ZeroCopyBuffers(buffer_length(size, zmax))
         try:
-            zbuf.register(self._ioctl)
+            self._raw(raw.set_zbuf, *zbuf.maps, zbuf.length)
         except BaseException:
             self._retired.append(zbuf)  # unmapped after close(), like registered ones
             raise
@@ -414,11 +366,11 @@ class Descriptor:
         result.  In zero-copy mode it is each shared buffer's length minus
         its 32-byte header.
         """
-        return self._get_uint(lib.BIOCGBLEN)
+        return self._raw(raw.get_blen)
 
     @buffer_size.setter
     def buffer_size(self, size: int) -> None:
-        self._set_uint(lib.BIOCSBLEN, size)
+        self._raw(raw.set_blen, size)
 
     @property
     def buffers_held(self) -> bool:
@@ -436,7 +388,7 @@ class Descriptor:
 
     @immediate.setter
     def immediate(self, on: bool) -> None:
-        self._set_uint(lib.BIOCIMMEDIATE, bool(on))
+        self._raw(raw.set_immediate, on)
         self._immediate = bool(on)
 
     @property
@@ -447,27 +399,27 @@ class Descriptor:
 
     @feedback.setter
     def feedback(self, on: bool) -> None:
-        self._set_uint(lib.BIOCFEEDBACK, bool(on))
+        self._raw(raw.set_feedback, on)
         self._feedback = bool(on)
 
     @property
     def header_complete(self) -> bool:
         """Written frames carry their own link-layer source address
         (BIOCGHDRCMPLT/BIOCSHDRCMPLT)."""
-        return bool(self._get_uint(lib.BIOCGHDRCMPLT))
+        return self._raw(raw.get_hdrcmplt)
 
     @header_complete.setter
     def header_complete(self, on: bool) -> None:
-        self._set_uint(lib.BIOCSHDRCMPLT, bool(on))
+        self._raw(raw.set_hdrcmplt, on)
 
     @property
     def direction(self) -> Direction:
         """Which packets are captured (BIOCGDIRECTION/BIOCSDIRECTION)."""
-        return Direction(self._get_uint(lib.BIOCGDIRECTION))
+        return Direction(self._raw(raw.get_direction))
 
     @direction.setter
     def direction(self, value: Direction) -> None:
-        self._set_uint(lib.BIOCSDIRECTION, value)
+        self._raw(raw.set_direction, value)
 
     @property
     def timestamp(self) -> Timestamp:
@@ -477,20 +429,20 @@ class Descriptor:
         :class:`TimestampFormat` (normal clock) or a raw ``BPF_T_*`` word.
         The kernel applies it to packets captured afterwards.
         """
-        value = self._get_uint(lib.BIOCGTSTAMP)
+        value = self._raw(raw.get_tstamp)
         self._tstamp = value
         return Timestamp.from_value(value)
 
     @timestamp.setter
     def timestamp(self, value: TimestampSpec) -> None:
         word = int(value[0]) | int(value[1]) if isinstance(value, tuple) else int(value)
-        self._set_uint(lib.BIOCSTSTAMP, word)
+        self._raw(raw.set_tstamp, word)
         self._tstamp = word
 
     def _tstamp_value(self) -> int:
         # Cached: BIOCGTSTAMP is refused once the descriptor is locked.
         if self._tstamp is None:
-            self._tstamp = self._get_uint(lib.BIOCGTSTAMP)
+            self._tstamp = self._raw(raw.get_tstamp)
         return self._tstamp
 
     @property
@@ -502,18 +454,14 @@ class Descriptor:
         (with hz=1000, 0.0005 reads back as 0.001).  In zero-copy mode it makes
         the descriptor readable when the time passes with data buffered.
         """
-        tv = ffi.new("struct timeval *")
-        self._ioctl(lib.BIOCGRTIMEOUT, tv)
-        seconds = int(tv.tv_sec) + int(tv.tv_usec) / 1e6
+        sec, usec = self._raw(raw.get_rtimeout)
+        seconds = sec + usec / 1e6
         return seconds or None
 
     @read_timeout.setter
     def read_timeout(self, seconds: float | None) -> None:
         sec, usec = divmod(round((seconds or 0) * 1_000_000), 1_000_000)
-        tv = ffi.new("struct timeval *")
-        tv.tv_sec = sec
-        tv.tv_usec = usec
-        self._ioctl(lib.BIOCSRTIMEOUT, tv)
+        self._raw(raw.set_rtimeout, sec, usec)
 
     @property
     def nonblocking(self) -> bool:
@@ -522,7 +470,7 @@ class Descriptor:
 
     @nonblocking.setter
     def nonblocking(self, on: bool) -> None:
-        self._set_int(lib.FIONBIO, bool(on))
+        self._raw(raw.set_nonblocking, on)
         self._nonblocking = bool(on)
 
     def promiscuous(self) -> None:
@@ -530,7 +478,7 @@ class Descriptor:
 
         It stays so until the descriptor is closed or re-attached.
         """
-        self._ioctl(lib.BIOCPROMISC)
+        self._raw(raw.promisc)
 
     # -- interface and link type -------------------------------------------
 
@@ -539,16 +487,8 @@ class Descriptor:
 
         An unknown name raises :class:`bsdbpf.InterfaceNotFound` (ENXIO).
         """
-        raw = ifname.encode()
-        if len(raw) >= lib.IFNAMSIZ or b"\0" in raw:
-            self._check()
-            raise from_errno(errno.EINVAL, "BIOCSETIF", ifname=ifname, cls=InvalidArgument,
-                             hint=f"an interface name has at most {lib.IFNAMSIZ - 1} bytes "
-                                  "and no NUL")
-        ifr = ffi.new("struct ifreq *")
-        ifr.ifr_name = raw
         try:
-            self._ioctl(lib.BIOCSETIF, ifr)
+            self._raw(raw.set_if, ifname)
         except BPFError as err:
             if err.ifname is not None:
                 raise
@@ -566,13 +506,10 @@ class Descriptor:
     @property
     def interface(self) -> str | None:
         """The attached interface's name (BIOCGETIF), or None if not attached."""
-        ifr = ffi.new("struct ifreq *")
         try:
-            self._ioctl(lib.BIOCGETIF, ifr)
+            return self._raw(raw.get_if)
         except InvalidArgument:
             return None  # EINVAL: not attached
-        name: bytes = ffi.string(ifr.ifr_name)
-        return name.decode(errors="replace")
 
     @property
     def dlt(self) -> int:
@@ -580,46 +517,18 @@ class Descriptor:
 
         Setting picks another link type the interface offers (see :attr:`dlt_list`).
         """
-        return self._get_uint(lib.BIOCGDLT)
+        return self._raw(raw.get_dlt)
 
     @dlt.setter
     def dlt(self, value: int) -> None:
-        self._set_uint(lib.BIOCSDLT, value)
+        self._raw(raw.set_dlt, value)
 
     @property
     def dlt_list(self) -> list[int]:
         """The link types the attached interface offers (BIOCGDLTLIST)."""
-        while True:
-            count = ffi.new("struct bpf_dltlist *")  # bfl_list NULL: just count
-            self._ioctl(lib.BIOCGDLTLIST, count)
-            n = int(count.bfl_len)
-            items = ffi.new("u_int[]", max(n, 1))
-            bfl = ffi.new("struct bpf_dltlist *")
-            bfl.bfl_len = n
-            bfl.bfl_list = items  # `items` stays alive until the call returns
-            try:
-                self._ioctl(lib.BIOCGDLTLIST, bfl)
-            except BPFError as err:
-                if err.errno == errno.ENOMEM:
-                    continue  # the list grew between the two calls
-                raise
-            return [int(x) for x in items[0:int(bfl.bfl_len)]]
+        return self._raw(raw.get_dltlist)
 
     # -- filters ------------------------------------------------------------
-
-    def _program(self, request: int, program: Program | None) -> tuple[Insn, ...]:
-        op = {lib.BIOCSETF: "BIOCSETF", lib.BIOCSETFNR: "BIOCSETFNR",
-              lib.BIOCSETWF: "BIOCSETWF"}[request]
-        self._check()
-        insns = tuple(_insn(op, i, ins) for i, ins in enumerate(program or ()))
-        array = ffi.new("struct bpf_insn[]", max(len(insns), 1))
-        for slot, (code, jt, jf, k) in zip(array, insns):
-            slot.code, slot.jt, slot.jf, slot.k = code, jt, jf, k
-        prog = ffi.new("struct bpf_program *")
-        prog.bf_len = len(insns)
-        prog.bf_insns = array if insns else ffi.NULL  # `array` outlives the call
-        self._ioctl(request, prog)
-        return insns
 
     def set_filter(self, program: Program | None, *, reset: bool = True) -> None:
         """Install the read filter: BIOCSETF, or BIOCSETFNR with ``reset=False``.
@@ -631,7 +540,7 @@ class Descriptor:
         """
         if reset and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
             self._zbuf_first("BIOCSETF")
-        self._filter = self._program(lib.BIOCSETF if reset else lib.BIOCSETFNR, program) or None
+        self._filter = self._raw(raw.set_filter if reset else raw.set_filter_nr, program) or None
 
     @property
     def filter(self) -> tuple[Insn, ...] | None:
@@ -652,7 +561,7 @@ class Descriptor:
 
     @write_filter.setter
     def write_filter(self, program: Program | None) -> None:
-        self._write_filter = self._program(lib.BIOCSETWF, program) or None
+        self._write_filter = self._raw(raw.set_write_filter, program) or None
 
     def _zbuf_first(self, op: str) -> None:
         self._check()
@@ -666,22 +575,16 @@ class Descriptor:
     @property
     def version(self) -> BpfVersion:
         """The kernel's BPF version (BIOCVERSION); FreeBSD reports 1.1."""
-        v = ffi.new("struct bpf_version *")
-        self._ioctl(lib.BIOCVERSION, v)
-        return BpfVersion(int(v.bv_major), int(v.bv_minor))
+        return self._raw(raw.get_version)
 
     def stats(self) -> BpfStat:
         """Packets offered to and dropped by this descriptor (BIOCGSTATS)."""
-        st = ffi.new("struct bpf_stat *")
-        self._ioctl(lib.BIOCGSTATS, st)
-        return BpfStat(int(st.bs_recv), int(st.bs_drop))
+        return self._raw(raw.get_stats)
 
     @property
     def bytes_available(self) -> int:
         """Bytes of captured packets waiting in the kernel's buffers (FIONREAD)."""
-        value = ffi.new("int *")
-        self._ioctl(lib.FIONREAD, value)
-        return int(value[0])
+        return self._raw(raw.nread)
 
     def flush(self) -> None:
         """Discard buffered packets and zero the counters (BIOCFLUSH).
@@ -690,7 +593,7 @@ class Descriptor:
         """
         if self._bufmode == BufferMode.ZBUF and self._zbuf is None:
             self._zbuf_first("BIOCFLUSH")
-        self._ioctl(lib.BIOCFLUSH)
+        self._raw(raw.flush)
 
     def lock(self) -> None:
         """Lock the descriptor against reconfiguration (BIOCLOCK); cannot be undone.
@@ -699,7 +602,7 @@ class Descriptor:
         (EPERM); capture goes on.
         """
         self._tstamp_value()  # BIOCGTSTAMP is refused once locked; parsing needs it
-        self._ioctl(lib.BIOCLOCK)
+        self._raw(raw.lock)
         self._locked = True
 
     @property
@@ -915,7 +818,7 @@ class Descriptor:
             got = zbuf.take()
             if got is None and rotate:
                 # Hand over a partly filled buffer (immediate, timeout, deadline).
-                zbuf.rotate(self._ioctl)
+                self._raw(raw.rot_zbuf)
                 got = zbuf.take()
             if got is None:
                 return None
@@ -957,8 +860,8 @@ class Descriptor:
             return self._read()
         if self._locked or self.bytes_available == 0:
             return None  # FIONBIO is refused on a locked descriptor
-        self._set_int(lib.FIONBIO, 1)
+        self._raw(raw.set_nonblocking, True)
         try:
             return self._read()
         finally:
-            self._set_int(lib.FIONBIO, 0)
+            self._raw(raw.set_nonblocking, False)

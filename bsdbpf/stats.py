@@ -14,9 +14,10 @@ import errno
 from typing import NamedTuple
 
 from bsdbpf._native import ffi
-from bsdbpf.descriptor import BufferMode, Direction
+from bsdbpf.backend import default_system
 from bsdbpf.errors import BPFError, InternalError, from_errno
-from bsdbpf.system import System, default_system
+from bsdbpf.system import System
+from bsdbpf.types import BufferMode, Direction
 
 __all__ = ["STATS_SYSCTL", "DescriptorStats", "parse_stats", "read_stats", "zero_stats"]
 
@@ -120,7 +121,7 @@ def _bad(what: str) -> BPFError:
 
 
 def read_stats(system: System | None = None) -> list[DescriptorStats]:
-    """Read ``net.bpf.stats`` on ``system`` (default: :func:`bsdbpf.system.default_system`)
+    """Read ``net.bpf.stats`` on ``system`` (default: :func:`bsdbpf.backend.default_system`)
     and decode it: one record per attached descriptor, of every process."""
     system = default_system() if system is None else system
     return parse_stats(system.sysctlbyname(STATS_SYSCTL))

@@ -3,21 +3,22 @@
 A :class:`System` has the methods of the system calls bsdbpf needs.
 :class:`HostSystem` calls FreeBSD's libc; :class:`bsdbpf.sim.Kernel` is a
 simulated FreeBSD.  Everything above this module is written once against
-:class:`System` and never asks which one it has.
+:class:`System` and never asks which one it has.  This module never imports
+the simulator: :func:`bsdbpf.backend.default_system` picks one of the two.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import os
 import sys
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from bsdbpf._abi import request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InternalError, UnsupportedError, from_errno
 
-__all__ = ["HostSystem", "System", "default_system", "request_name"]
+__all__ = ["HostSystem", "System"]
 
 SYSCTL_ENOMEM_RETRIES = 8  # the table can grow between the size probe and the read
 
@@ -47,24 +48,6 @@ class System(Protocol):
 
     def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         """sysctlbyname(3): the value before any write, in FreeBSD's binary form."""
-
-
-def _build_request_names() -> dict[int, str]:
-    names: dict[int, str] = {}
-    for name in sorted(dir(lib)):
-        if name.startswith(("BIOC", "FIO", "TIOC")) and not name.endswith("SEESENT"):
-            value = getattr(lib, name)
-            if value:  # 0: compiled out on this kernel (BSDBPF_HAS_*)
-                names.setdefault(value, name)
-    return names
-
-
-_REQUEST_NAMES = _build_request_names()
-
-
-def request_name(request: int) -> str:
-    """The C name of an ioctl request (``"BIOCSETZBUF"``), or its number in hex."""
-    return _REQUEST_NAMES.get(request, f"ioctl {request:#x}")
 
 
 def _retry(op: str, call: Callable[[], int]) -> int:
@@ -134,19 +117,3 @@ class HostSystem:
             return bytes(ffi.buffer(old, size[0]))
         raise InternalError(errno.ENOMEM, op, "the value kept growing while being read")
 
-
-def default_system() -> System:
-    """The system bsdbpf uses when none is given.
-
-    FreeBSD's kernel on FreeBSD, the shared simulated kernel elsewhere;
-    ``BSDBPF_SYSTEM=host`` or ``BSDBPF_SYSTEM=sim`` overrides.
-    """
-    choice = os.environ.get("BSDBPF_SYSTEM", "").strip().lower()
-    if choice not in ("", "host", "sim"):
-        raise ValueError(f"BSDBPF_SYSTEM={choice!r}: expected 'host' or 'sim'")
-    if choice == "host" or (not choice and sys.platform.startswith("freebsd")):
-        return HostSystem()
-    # Imported here: the simulator imports this module, and hosts never need it.
-    from bsdbpf.sim import default_kernel  # noqa: PLC0415
-
-    return default_kernel()

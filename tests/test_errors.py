@@ -20,7 +20,7 @@ import pytest
 from bsdbpf._native import ffi, lib
 
 import bsdbpf
-from bsdbpf import errors, sim, system
+from bsdbpf import _abi, backend, errors, sim, system
 from bsdbpf.errors import (
     BadAddress,
     BPFError,
@@ -272,7 +272,7 @@ def test_unknown_errno_falls_back_to_the_base_class() -> None:
 
 def test_enotty_keeps_errno_and_operation() -> None:
     """ENOTTY comes from the generic ioctl layer for malformed request encodings (§b)."""
-    err = from_errno(errno.ENOTTY, system.request_name(0x7FFF_FFFF))
+    err = from_errno(errno.ENOTTY, _abi.request_name(0x7FFF_FFFF))
     assert isinstance(err, BPFError)
     assert err.errno == errno.ENOTTY
     assert err.op == "ioctl 0x7fffffff"
@@ -418,13 +418,13 @@ def test_host_system_refuses_off_freebsd_and_points_at_the_simulator() -> None:
 def test_bsdbpf_system_host_off_freebsd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BSDBPF_SYSTEM", "host")
     with pytest.raises(UnsupportedError, match="BSDBPF_SYSTEM=sim"):
-        system.default_system()
+        backend.default_system()
 
 
 def test_bsdbpf_system_rejects_unknown_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BSDBPF_SYSTEM", "linux")
     with pytest.raises(ValueError, match="expected 'host' or 'sim'"):
-        system.default_system()
+        backend.default_system()
 
 
 class _Libc:
@@ -458,7 +458,7 @@ def test_the_seam_raises_through_from_errno() -> None:
 
 
 def test_the_seam_names_ioctls_by_request() -> None:
-    op = system.request_name(lib.BIOCSETZBUF)
+    op = _abi.request_name(lib.BIOCSETZBUF)
     with pytest.raises(InvalidBuffer) as info:
         system._retry(op, _Libc(errno.EINVAL))
     assert info.value.op == "BIOCSETZBUF"
@@ -482,8 +482,8 @@ def test_requests_are_present() -> None:
 @pytest.mark.parametrize("name", REQUESTS)
 def test_request_name_round_trip(name: str) -> None:
     value = getattr(lib, name)
-    assert system.request_name(value) == ALIASES.get(name, name)
-    assert getattr(lib, system.request_name(value)) == value
+    assert _abi.request_name(value) == ALIASES.get(name, name)
+    assert getattr(lib, _abi.request_name(value)) == value
 
 
 def test_request_names_are_unique() -> None:
@@ -494,7 +494,7 @@ def test_request_names_are_unique() -> None:
 @pytest.mark.parametrize("number", [0xDEADBEEF, 0x1, 0x20004200])
 def test_request_name_unknown_number(number: int) -> None:
     assert number not in {getattr(lib, name) for name in REQUESTS}
-    assert system.request_name(number) == f"ioctl {number:#x}"
+    assert _abi.request_name(number) == f"ioctl {number:#x}"
 
 
 # ------------------------------------------------- the simulator raises the same classes
@@ -582,7 +582,7 @@ def test_sim_zero_copy_requests_in_buffer_mode(kernel: Any, fd: int) -> None:
                          (lib.BIOCSETZBUF, ffi.new("struct bpf_zbuf *"))):
         err = _sim_error(kernel.ioctl, fd, request, arg)
         assert (type(err), err.errno) == (WrongBufferMode, errno.EOPNOTSUPP)
-        assert err.op == system.request_name(request)
+        assert err.op == _abi.request_name(request)
 
 
 def test_sim_zbuf_mode_errors(kernel: Any, fd: int) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, ClassVar
 
+from bsdbpf._abi import request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     BPFError,
@@ -30,7 +31,6 @@ from bsdbpf.errors import (
     from_errno,
 )
 from bsdbpf.sim.memory import is_mapped
-from bsdbpf.system import request_name
 
 __all__ = ["Kernel", "TrafficGenerator"]
 
