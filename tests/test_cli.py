@@ -19,6 +19,9 @@ from typing import Callable
 
 import pytest
 from bsdbpf._native import lib
+from conftest import ether_frame as ether
+from conftest import null_frame as loopback
+from conftest import sim_kernel
 
 from bsdbpf import Descriptor, Packet
 from bsdbpf.__main__ import main, packet_line, process_name
@@ -34,26 +37,11 @@ FILE_HEADER = struct.Struct("=IHHiIII")
 RECORD_HEADER = struct.Struct("=IIII")
 
 
-def ether(i: int, size: int) -> bytes:
-    """A broadcast Ethernet frame of ``size`` bytes whose payload depends on ``i``."""
-    head = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x07" + b"\x88\xb5"
-    return head + bytes((i * 31 + j) & 0xFF for j in range(size - len(head)))
-
-
-def loopback(i: int, size: int) -> bytes:
-    """A DLT_NULL frame: the address family in host order, then ``size - 4`` bytes."""
-    return (2).to_bytes(4, sys.byteorder) + bytes((i + j) & 0xFF for j in range(size - 4))
-
-
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
-    k = Kernel(uid=0)
-    k.add_interface("em0", lib.DLT_EN10MB)
-    k.add_interface("lo0", lib.DLT_NULL, mtu=16384)
-    try:
+    """The shared test kernel's em0 and lo0 only: the messages list the interfaces."""
+    with sim_kernel("em0", "lo0") as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def run(capsys: pytest.CaptureFixture[str], argv: Sequence[str],

@@ -7,7 +7,6 @@ import errno
 import gc
 import os
 import selectors
-import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from typing import Any
 
 import pytest
 from bsdbpf._native import lib
+from conftest import SEQ, Recorder
+from conftest import ether_frame as frame
 
 from bsdbpf import (
     BpfStat,
@@ -40,62 +41,6 @@ from bsdbpf.sim import Kernel
 
 RET_K = lib.BPF_RET | lib.BPF_K
 ACCEPT = [(RET_K, 0, 0, 0xFFFFFFFF)]
-SEQ = struct.Struct(">Q")
-
-
-def frame(i: int, size: int = 64) -> bytes:
-    """An Ethernet frame carrying ``i`` at offset 14, as the generator's do."""
-    head = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + SEQ.pack(i)
-    return head + bytes((i + j) & 0xFF for j in range(size - len(head)))
-
-
-@pytest.fixture
-def kernel() -> Iterator[Kernel]:
-    k = Kernel(uid=0)
-    k.add_interface("em0", dlt=lib.DLT_EN10MB)
-    k.add_interface("lo0", dlt=lib.DLT_NULL, mtu=16384)
-    k.add_interface("multi0", lib.DLT_EN10MB, extra_dlts=(lib.DLT_RAW,))
-    try:
-        yield k
-    finally:
-        k.shutdown()
-
-
-class Recorder:
-    """A System that logs every call before passing it to the kernel."""
-
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self.calls: list[tuple[Any, ...]] = []
-
-    def open(self, path: str, flags: int) -> int:
-        self.calls.append(("open", path))
-        return self.kernel.open(path, flags)
-
-    def close(self, fd: int) -> None:
-        self.calls.append(("close", fd))
-        self.kernel.close(fd)
-
-    def ioctl(self, fd: int, request: int, arg: Any = None) -> int:
-        self.calls.append(("ioctl", request))
-        return self.kernel.ioctl(fd, request, arg)
-
-    def read(self, fd: int, buffer: Any) -> int:
-        self.calls.append(("read", len(buffer)))
-        return self.kernel.read(fd, buffer)
-
-    def write(self, fd: int, data: Any) -> int:
-        self.calls.append(("write", len(data)))
-        return self.kernel.write(fd, data)
-
-    def sysctlbyname(self, name: str, new: Any = None) -> bytes:
-        self.calls.append(("sysctl", name))
-        return self.kernel.sysctlbyname(name, new)
-
-
-@pytest.fixture
-def rec(kernel: Kernel) -> Recorder:
-    return Recorder(kernel)
 
 
 @pytest.fixture

@@ -503,13 +503,6 @@ def test_request_name_unknown_number(number: int) -> None:
 # class from_errno gives for that (operation, errno), with the errno FreeBSD returns.
 
 @pytest.fixture
-def kernel() -> Any:
-    with sim.Kernel(uid=0) as k:
-        k.add_interface("em0", lib.DLT_EN10MB)
-        yield k
-
-
-@pytest.fixture
 def fd(kernel: Any) -> int:
     return int(kernel.open("/dev/bpf", os.O_RDWR))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 
 import pytest
 from bsdbpf._native import ffi, lib
@@ -14,17 +13,6 @@ from bsdbpf.sim import Kernel
 from bsdbpf.stats import DescriptorStats, parse_stats, read_stats, zero_stats
 
 SIZE = ffi.sizeof("struct xbpf_d")
-
-
-@pytest.fixture
-def kernel() -> Iterator[Kernel]:
-    k = Kernel(uid=0)
-    k.add_interface("em0", lib.DLT_EN10MB)
-    k.add_interface("lo0", lib.DLT_NULL)
-    try:
-        yield k
-    finally:
-        k.shutdown()
 
 
 def xbpf_d(**fields: object) -> bytes:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import mmap
-import struct
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
+import conftest
 import pytest
 from bsdbpf._native import ffi, lib
+from conftest import SEQ
+from conftest import ether_frame as frame
 
 from bsdbpf import (
     BpfStat,
@@ -28,63 +29,32 @@ from bsdbpf import (
     NotAttached,
     TimestampFormat,
     WrongBufferMode,
+    raw,
 )
 from bsdbpf.sim import Kernel
 from bsdbpf.zbuf import HEADER_SIZE, PAGE_SIZE, ZeroCopyBuffers
 
-SEQ = struct.Struct(">Q")
 ZMAX = 512 * 4096  # BIOCGETZMAX on FreeBSD
 
 
-def frame(i: int, size: int = 64) -> bytes:
-    head = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + SEQ.pack(i)
-    return head + bytes((i * 7 + j) & 0xFF for j in range(size - len(head)))
-
-
 @pytest.fixture
-def kernel() -> Iterator[Kernel]:
-    k = Kernel(uid=0)
-    k.add_interface("em0", dlt=lib.DLT_EN10MB)
-    k.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, sys.byteorder))
-    try:
-        yield k
-    finally:
-        k.shutdown()
+def kernel(kernel: Kernel) -> Kernel:
+    """The shared kernel with net.bpf.zerocopy_enable=1."""
+    raw.sysctl_int(kernel, "net.bpf.zerocopy_enable", 1)
+    return kernel
 
 
-class Recorder:
-    """A System that logs calls; at close(2) it notes whether any zero-copy
-    mapping was already closed (it must not be)."""
+class Recorder(conftest.Recorder):
+    """Also notes, at close(2), whether any zero-copy mapping was already
+    closed (it must not be): ``("close", fd, [closed, ...])``."""
 
     def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self.calls: list[tuple[Any, ...]] = []
+        super().__init__(kernel)
         self.maps: list[mmap.mmap] = []
-
-    def open(self, path: str, flags: int) -> int:
-        return self.kernel.open(path, flags)
 
     def close(self, fd: int) -> None:
         self.calls.append(("close", fd, [m.closed for m in self.maps]))
         self.kernel.close(fd)
-
-    def ioctl(self, fd: int, request: int, arg: Any = None) -> int:
-        if request == lib.BIOCSETZBUF:
-            bz = ffi.cast("struct bpf_zbuf *", arg)
-            self.calls.append(("BIOCSETZBUF", int(ffi.cast("uintptr_t", bz.bz_bufa)),
-                               int(ffi.cast("uintptr_t", bz.bz_bufb)), int(bz.bz_buflen)))
-        else:
-            self.calls.append(("ioctl", request))
-        return self.kernel.ioctl(fd, request, arg)
-
-    def read(self, fd: int, buffer: Any) -> int:
-        return self.kernel.read(fd, buffer)
-
-    def write(self, fd: int, data: Any) -> int:
-        return self.kernel.write(fd, data)
-
-    def sysctlbyname(self, name: str, new: Any = None) -> bytes:
-        return self.kernel.sysctlbyname(name, new)
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from bsdbpf._native import lib
+from conftest import sim_kernel
 
-from bsdbpf.sim import Kernel
 from bsdbpf.system import HostSystem
 
 from . import helpers
@@ -60,14 +59,8 @@ def system() -> Iterator[Any]:
             pytest.skip("real kernel: /dev/bpf is root:wheel 0600, run the suite as root")
         yield HostSystem()
         return
-    k = Kernel(uid=0)
-    k.add_interface("em0")
-    k.add_interface("lo0", lib.DLT_NULL, mtu=16384)
-    k.add_interface("multi0", lib.DLT_EN10MB, extra_dlts=(lib.DLT_RAW,))
-    try:
+    with sim_kernel() as k:  # em0, lo0 and multi0, as the suite's docstring says
         yield k
-    finally:
-        k.shutdown()
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import pytest
 from bsdbpf._native import ffi, lib
 
+from bsdbpf import raw
+from bsdbpf._abi import request_name
 from bsdbpf.errors import BPFError
 
 ON_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM") == "host"
@@ -261,6 +263,11 @@ class ZBuf:
 
 # -- the per-test harness -----------------------------------------------------------
 
+def _address(buf: ZBuf | Any) -> int:
+    """A zero-copy buffer's address: a ZBuf's, or a cffi pointer's value."""
+    return buf.address if isinstance(buf, ZBuf) else int(ffi.cast("uintptr_t", buf))
+
+
 class Bpf:
     """Opens descriptors and zero-copy buffers through the System seam and
     releases them in the right order: every fd first, then the mmaps."""
@@ -287,66 +294,50 @@ class Bpf:
         while self.zbufs:
             self.zbufs.pop().close()
 
-    # ioctls
+    # ioctls: through bsdbpf.raw, as the library issues them
     def ioctl(self, fd: int, request: int, arg: Any = None) -> int:
+        """Any request with a hand-built argument: for the tests of the ABI itself
+        (short structs, bad pointers, odd request numbers)."""
         return int(self.system.ioctl(fd, request, arg))
 
     def set_uint(self, fd: int, request: int, value: int) -> int:
-        p = ffi.new("u_int *", value)
-        self.ioctl(fd, request, p)
-        return int(p[0])
+        return raw.set_uint(self.system, fd, request, value)
 
     def get_uint(self, fd: int, request: int) -> int:
-        p = ffi.new("u_int *")
-        self.ioctl(fd, request, p)
-        return int(p[0])
+        return raw.get_uint(self.system, fd, request)
 
     def set_int(self, fd: int, request: int, value: int) -> None:
-        self.ioctl(fd, request, ffi.new("int *", value))
+        raw.set_int(self.system, fd, request, value)
 
     def get_int(self, fd: int, request: int) -> int:
-        p = ffi.new("int *")
-        self.ioctl(fd, request, p)
-        return int(p[0])
+        return raw.get_int(self.system, fd, request)
 
     def attach(self, fd: int, ifname: str) -> None:
-        ifr = ffi.new("struct ifreq *")
-        ifr.ifr_name = ifname.encode()
-        self.ioctl(fd, lib.BIOCSETIF, ifr)
+        raw.set_if(self.system, fd, ifname)
 
     def setf(self, fd: int, insns: list[tuple[int, int, int, int]],
              request: int = lib.BIOCSETF) -> None:
-        prog, keep = program(insns)
-        self.ioctl(fd, request, prog)
-        del keep
+        """BIOCSETF, BIOCSETFNR or BIOCSETWF with ``insns``."""
+        raw.BY_REQUEST[request_name(request)](self.system, fd, insns)
 
     def gstats(self, fd: int) -> tuple[int, int]:
-        st = ffi.new("struct bpf_stat *")
-        self.ioctl(fd, lib.BIOCGSTATS, st)
-        return int(st.bs_recv), int(st.bs_drop)
+        return raw.get_stats(self.system, fd)
 
     def timeout(self, fd: int, sec: int, usec: int) -> None:
-        tv = ffi.new("struct timeval *")
-        tv.tv_sec, tv.tv_usec = sec, usec
-        self.ioctl(fd, lib.BIOCSRTIMEOUT, tv)
+        raw.set_rtimeout(self.system, fd, sec, usec)
 
     def gtimeout(self, fd: int) -> tuple[int, int]:
-        tv = ffi.new("struct timeval *")
-        self.ioctl(fd, lib.BIOCGRTIMEOUT, tv)
-        return int(tv.tv_sec), int(tv.tv_usec)
+        return raw.get_rtimeout(self.system, fd)
 
     def fionread(self, fd: int) -> int:
-        return self.get_int(fd, lib.FIONREAD)
+        return raw.nread(self.system, fd)
 
     def rotzbuf(self, fd: int) -> tuple[int, int, int]:
-        bz = ffi.new("struct bpf_zbuf *")
-        self.ioctl(fd, lib.BIOCROTZBUF, bz)
-        return (int(ffi.cast("uintptr_t", bz.bz_bufa)), int(ffi.cast("uintptr_t", bz.bz_bufb)),
-                int(bz.bz_buflen))
+        return raw.rot_zbuf(self.system, fd)
 
     # read(2)
     def read(self, fd: int, nbytes: int | None = None) -> bytes:
-        n = self.get_uint(fd, lib.BIOCGBLEN) if nbytes is None else nbytes
+        n = raw.get_blen(self.system, fd) if nbytes is None else nbytes
         buf = bytearray(n)
         got = self.system.read(fd, buf)
         return bytes(buf[:got])
@@ -362,12 +353,9 @@ class Bpf:
         self.zbufs.append(z)
         return z
 
-    def setzbuf(self, fd: int, a: Any, b: Any, buflen: int) -> None:
-        bz = ffi.new("struct bpf_zbuf *")
-        bz.bz_bufa = a.ptr if isinstance(a, ZBuf) else a
-        bz.bz_bufb = b.ptr if isinstance(b, ZBuf) else b
-        bz.bz_buflen = buflen
-        self.ioctl(fd, lib.BIOCSETZBUF, bz)
+    def setzbuf(self, fd: int, a: ZBuf | Any, b: ZBuf | Any, buflen: int) -> None:
+        """BIOCSETZBUF with two ZBufs, or any pointers (ffi.NULL, a misaligned cast)."""
+        raw.set_zbuf(self.system, fd, _address(a), _address(b), buflen)
 
     def zbuf_descriptor(self, ifname: str | None = None, size: int = PAGE,
                         fill: int | None = None) -> tuple[int, ZBuf, ZBuf]:
@@ -375,7 +363,7 @@ class Bpf:
         with ``fill`` past nothing: the whole buffer, header included), attached
         to ``ifname`` when given.  Needs net.bpf.zerocopy_enable=1."""
         fd = self.open()
-        self.set_uint(fd, lib.BIOCSETBUFMODE, lib.BPF_BUFMODE_ZBUF)
+        raw.set_bufmode(self.system, fd, lib.BPF_BUFMODE_ZBUF)
         a, b = self.zbuf(size), self.zbuf(size)
         if fill is not None:
             a.map[:] = bytes([fill]) * size
@@ -388,13 +376,15 @@ class Bpf:
 
 # -- sysctl -----------------------------------------------------------------------
 
+# FreeBSD's int sysctls, stated here independently of bsdbpf.raw's codec: the
+# suite checks the kernel's bytes against them.
 def int_bytes(value: int) -> bytes:
     return value.to_bytes(4, sys.byteorder, signed=True)
 
 
-def int_value(raw: bytes) -> int:
-    assert len(raw) == 4, f"an int sysctl is 4 bytes, got {len(raw)}"
-    return int.from_bytes(raw, sys.byteorder, signed=True)
+def int_value(data: bytes) -> int:
+    assert len(data) == 4, f"an int sysctl is 4 bytes, got {len(data)}"
+    return int.from_bytes(data, sys.byteorder, signed=True)
 
 
 class Sysctl:
