@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bsdbpf._native import ffi, lib
 
 from bsdbpf import raw
+from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel
 from bsdbpf.system import System
 

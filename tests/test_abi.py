@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bsdbpf._native import ffi, lib
 
 from bsdbpf import __version__
+from bsdbpf._native import ffi, lib
 
 ABI_JSON = Path(__file__).resolve().parent / "data" / "freebsd-abi.json"
 SHARED_ABI_JSON = Path(__file__).resolve().parents[2] / "shared" / "spec" / "freebsd-abi.json"

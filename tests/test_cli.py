@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from bsdbpf._native import lib
 from conftest import ether_frame as ether
 from conftest import null_frame as loopback
 from conftest import sim_kernel
 
 from bsdbpf import Descriptor, Packet
 from bsdbpf.__main__ import main, packet_line, process_name
+from bsdbpf._native import lib
 from bsdbpf.sim import Kernel
 from bsdbpf.stats import read_stats
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bsdbpf._native import lib
 from conftest import SEQ, Recorder
 from conftest import ether_frame as frame
 
@@ -37,6 +36,7 @@ from bsdbpf import (
     WrongBufferMode,
     ZeroCopyDisabled,
 )
+from bsdbpf._native import lib
 from bsdbpf.sim import Kernel
 
 RET_K = lib.BPF_RET | lib.BPF_K

@@ -17,10 +17,10 @@ import sys
 from typing import Any, NamedTuple
 
 import pytest
-from bsdbpf._native import ffi, lib
 
 import bsdbpf
 from bsdbpf import _abi, backend, errors, sim, system
+from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     BadAddress,
     BPFError,

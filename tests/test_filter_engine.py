@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from bsdbpf._native import ffi, lib
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from bsdbpf._native import ffi, lib
 
 SPEC_JSON = Path(__file__).resolve().parent / "data" / "freebsd-abi.json"
 VALID_OPCODES = json.loads(SPEC_JSON.read_text())["derived"]["bpf_validate_valid_opcodes"]

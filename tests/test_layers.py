@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from bsdbpf._native import lib
 
 import bsdbpf
 from bsdbpf import _abi
+from bsdbpf._native import lib
 
 PACKAGE = Path(bsdbpf.__file__).resolve().parent
 ROOT = PACKAGE.parent
@@ -224,3 +224,45 @@ def test_feature_flags_follow_the_build() -> None:
     assert _abi.HAS_SYSCTLBYNAME is sys.platform.startswith("freebsd")
     assert (_abi.request_name(lib.BIOCGETIFLIST) == "BIOCGETIFLIST") is (
         _abi.HAS_BIOCGETIFLIST)
+
+
+# -- the types of bsdbpf._native ------------------------------------------------------
+
+STUB = PACKAGE / "_native.pyi"
+
+
+def test_the_native_stub_is_generated_from_the_current_cdef() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "csrc" / "gen_native_stub.py"), "--check"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_native_stub_names_what_the_extension_has() -> None:
+    tree = ast.parse(STUB.read_text())
+    (lib_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_Lib"]
+    declared = {n.target.id for n in lib_class.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    declared |= {n.name for n in lib_class.body if isinstance(n, ast.FunctionDef)}
+    assert declared == set(dir(lib))
+
+
+MISUSE = '''
+from bsdbpf._native import ffi, lib
+lib.BIOCGBLENX
+lib.ioctl(3, lib.BIOCGBLEN, 5)
+lib.bsdbpf_wordalign(b"x")
+name: str = ffi.string(ffi.new("char[]", b"em0"))
+'''
+
+
+def test_mypy_checks_code_that_calls_the_extension(tmp_path: Path) -> None:
+    api = pytest.importorskip("mypy.api", reason="mypy is a development dependency")
+    probe = tmp_path / "probe.py"
+    probe.write_text(MISUSE)
+    out, _err, status = api.run(["--strict", "--no-incremental", "--cache-dir", os.devnull,
+                                 str(probe)])
+    assert status == 1
+    assert '"_Lib" has no attribute "BIOCGBLENX"' in out
+    assert 'Argument 3 to "ioctl" of "_Lib" has incompatible type "int"' in out
+    assert 'Argument 1 to "bsdbpf_wordalign" of "_Lib" has incompatible type "bytes"' in out
+    assert '(expression has type "bytes", variable has type "str")' in out

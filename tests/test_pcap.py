@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bsdbpf._native import lib
 
 from bsdbpf import Packet
+from bsdbpf._native import lib
 from bsdbpf.pcap import MAX_SNAPLEN, PcapWriter, linktype
 
 FILE_HEADER = struct.Struct("=IHHiIII")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bsdbpf._native import ffi, lib
 from conftest import Recorder, ether_frame
 
 from bsdbpf import (
@@ -24,6 +23,7 @@ from bsdbpf import (
     raw,
 )
 from bsdbpf._abi import REQUEST_NAMES
+from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel
 
 PAGE = mmap.PAGESIZE

@@ -6,9 +6,9 @@ import datetime as dt
 import errno
 
 import pytest
-from bsdbpf._native import ffi, lib
 
 from bsdbpf import Batch, Clock, InternalError, Packet, Timestamp, TimestampFormat
+from bsdbpf._native import ffi, lib
 from bsdbpf.records import parse_records
 
 ETHER, NULL = 14, 4  # link-header lengths: DLT_EN10MB, DLT_NULL

@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-from bsdbpf._native import ffi, lib
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel, TrafficGenerator
 
 FRAME = 96

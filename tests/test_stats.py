@@ -6,9 +6,9 @@ import os
 import sys
 
 import pytest
-from bsdbpf._native import ffi, lib
 
 from bsdbpf import BufferMode, Descriptor, Direction, InternalError, PermissionDenied
+from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel
 from bsdbpf.stats import DescriptorStats, parse_stats, read_stats, zero_stats
 

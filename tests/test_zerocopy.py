@@ -15,7 +15,6 @@ from typing import Any
 
 import conftest
 import pytest
-from bsdbpf._native import ffi, lib
 from conftest import SEQ
 from conftest import ether_frame as frame
 
@@ -31,6 +30,7 @@ from bsdbpf import (
     WrongBufferMode,
     raw,
 )
+from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel
 from bsdbpf.zbuf import HEADER_SIZE, PAGE_SIZE, ZeroCopyBuffers
 

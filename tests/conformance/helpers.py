@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from bsdbpf._native import ffi, lib
 
 from bsdbpf import raw
 from bsdbpf._abi import request_name
+from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError
 
 ON_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM") == "host"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import signal
 
 import pytest
-from bsdbpf._native import ffi, lib
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     InterfaceNotFound,
     InvalidArgument,

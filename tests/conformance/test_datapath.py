@@ -11,8 +11,8 @@ import os
 import time
 
 import pytest
-from bsdbpf._native import lib
 
+from bsdbpf._native import lib
 from bsdbpf.errors import WouldBlock
 
 from .helpers import (

@@ -12,8 +12,8 @@ import os
 import signal
 
 import pytest
-from bsdbpf._native import ffi, lib
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     BPFError,
     BufferTooSmall,

@@ -12,8 +12,8 @@ import os
 import threading
 
 import pytest
-from bsdbpf._native import lib
 
+from bsdbpf._native import lib
 from bsdbpf.errors import BPFError, InvalidArgument, NotAttached, WouldBlock
 
 from .helpers import (

@@ -15,6 +15,7 @@ import signal
 import threading
 
 import pytest
+
 from bsdbpf._native import ffi, lib
 
 from .helpers import (

@@ -7,8 +7,8 @@ import signal
 import sys
 
 import pytest
-from bsdbpf._native import ffi, lib
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     DeviceNotFound,
     InvalidArgument,

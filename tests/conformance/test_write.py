@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from bsdbpf._native import lib
 
+from bsdbpf._native import lib
 from bsdbpf.errors import BPFError, InvalidArgument, NotAttached, WouldBlock, WriteRejected
 
 from .helpers import (

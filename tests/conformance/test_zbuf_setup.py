@@ -10,8 +10,8 @@ import ctypes
 import mmap
 
 import pytest
-from bsdbpf._native import ffi, lib
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     BadAddress,
     DescriptorLocked,

@@ -10,6 +10,7 @@ bzh_user_gen (``lib.bsdbpf_store_release``) — never through a system call.
 from __future__ import annotations
 
 import pytest
+
 from bsdbpf._native import ffi, lib
 
 from .helpers import (
