@@ -180,17 +180,23 @@ def get_zmax(system: System, fd: int) -> int:
     return int(value[0])
 
 
-def _address(op: str, buf: BufferAddress) -> Any:
+def _address(op: str, buf: BufferAddress) -> int:
+    """The address of a zero-copy buffer; a buffer object's export is released
+    at once, so that its owner can unmap it after the fd is closed."""
     if isinstance(buf, int):
         if not 0 <= buf < 1 << (8 * ffi.sizeof("void *")):
             raise _out_of_range(op, "the address", buf, "pointer")
-        return ffi.cast("void *", buf)
+        return buf
     try:
-        return ffi.from_buffer(buf, require_writable=True)
+        exported = ffi.from_buffer(buf, require_writable=True)
     except (TypeError, BufferError):
         raise from_errno(errno.EINVAL, op, cls=InvalidArgument, hint=(
             "a zero-copy buffer is an address (int) or a writable buffer such as an "
             f"mmap, not {type(buf).__name__}")) from None
+    try:
+        return int(ffi.cast("uintptr_t", exported))
+    finally:
+        ffi.release(exported)
 
 
 def set_zbuf(system: System, fd: int, buf_a: BufferAddress, buf_b: BufferAddress,
@@ -203,8 +209,8 @@ def set_zbuf(system: System, fd: int, buf_a: BufferAddress, buf_b: BufferAddress
     """
     op = "BIOCSETZBUF"
     bz = ffi.new("struct bpf_zbuf *")
-    bufa, bufb = _address(op, buf_a), _address(op, buf_b)  # alive until the call returns
-    bz.bz_bufa, bz.bz_bufb = bufa, bufb
+    bz.bz_bufa = ffi.cast("void *", _address(op, buf_a))
+    bz.bz_bufb = ffi.cast("void *", _address(op, buf_b))
     bz.bz_buflen = _checked(op, size, 0, 2 ** (8 * ffi.sizeof("size_t")) - 1, "size_t")
     _call(system, fd, lib.BIOCSETZBUF, bz)
 

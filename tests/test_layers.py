@@ -142,6 +142,13 @@ def test_only_the_backend_imports_host_system_and_the_simulator() -> None:
     assert both == ["bsdbpf.backend"]
 
 
+@pytest.mark.parametrize("module", ["bsdbpf.stats", "bsdbpf.raw", "bsdbpf.sysctl"])
+def test_the_shared_types_come_from_the_leaf_not_from_descriptor(module: str) -> None:
+    path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    targets = {t for t, _ in imports(module, path.read_text())}
+    assert "bsdbpf.descriptor" not in targets
+
+
 def test_the_tree_has_the_layers_it_is_checked_for() -> None:
     names = {m for m, _ in sources()}
     assert {"bsdbpf._abi", "bsdbpf.types", "bsdbpf.system", "bsdbpf.raw", "bsdbpf.backend",

@@ -13,6 +13,7 @@ import pytest
 from conftest import Recorder, ether_frame
 
 from bsdbpf import (
+    BPFError,
     BpfStat,
     BpfVersion,
     InterfaceNotFound,
@@ -156,6 +157,20 @@ def test_zero_copy_buffers_by_object_and_by_address(kernel: Kernel) -> None:
             kernel.close(fd)
         for m in maps:
             m.close()
+
+
+def test_set_zbuf_keeps_no_export_of_the_buffers(kernel: Kernel) -> None:
+    fd = kernel.open("/dev/bpf", os.O_RDWR)
+    a, b = mmap.mmap(-1, PAGE), mmap.mmap(-1, PAGE)
+    try:
+        with pytest.raises(BPFError) as info:  # buffered mode: the kernel refuses
+            raw.set_zbuf(kernel, fd, a, b, PAGE)
+    finally:
+        kernel.close(fd)
+    # The error's traceback is still alive: nothing in it may pin the maps.
+    assert info.value.op == "BIOCSETZBUF"
+    a.close()  # BufferError if an export of the mmap were still held
+    b.close()
 
 
 def test_zero_copy_buffer_must_be_an_address_or_writable(kernel: Kernel, fd: int) -> None:
