@@ -104,7 +104,7 @@ class Descriptor:
     """One open ``/dev/bpf`` descriptor: configuration, capture and injection.
 
     ``Descriptor()`` opens ``/dev/bpf`` read-write on ``system`` (default:
-    :func:`bsdbpf.system.default_system`); :meth:`open` also configures and
+    :func:`bsdbpf.backend.default_system`); :meth:`open` also configures and
     attaches it.  Close it with :meth:`close` or a ``with`` block; using it
     afterwards raises ``ValueError("I/O operation on closed Descriptor")``.
     """
