@@ -3,7 +3,7 @@
 Each function takes a :class:`~bsdbpf.system.System` and a descriptor's fd,
 builds the C argument the request takes, issues it through the seam and
 returns plain Python values (ints, bools, str, tuples, bytes): no cffi object
-goes in or out, except the zero-copy buffers :func:`set_zbuf` registers.
+goes in or out.
 Errors come from the system (:func:`bsdbpf.errors.from_errno`), so they keep
 FreeBSD's errno; arguments C cannot hold raise
 :class:`bsdbpf.InvalidArgument` naming the request, before any system call.
@@ -23,13 +23,16 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Iterable
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from bsdbpf._abi import HAS_BIOCGETIFLIST, HAS_BIOCSETVLANPCP, request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InvalidArgument, InvalidFilter, UnsupportedError, from_errno
 from bsdbpf.system import System
 from bsdbpf.types import BpfStat, BpfVersion, Insn
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "BY_REQUEST",
@@ -96,7 +99,7 @@ INT_SIZE = 4  # FreeBSD's int, on every architecture it runs on
 #: A filter program: ``(code, jt, jf, k)`` tuples, or objects with those attributes.
 Program = Iterable[Any]
 #: A zero-copy buffer: its address, or a writable buffer object (an mmap) to take it from.
-BufferAddress = Union[int, Any]
+BufferAddress = Union[int, "WriteableBuffer"]
 
 
 def _out_of_range(op: str, what: str, value: object, ctype: str) -> BPFError:
