@@ -1,5 +1,6 @@
 """bsdbpf: FreeBSD's /dev/bpf, zero-copy buffers and net.bpf sysctls for Python."""
 
+from bsdbpf import sysctl
 from bsdbpf._version import __version__
 from bsdbpf.descriptor import Descriptor
 from bsdbpf.errors import (
@@ -61,4 +62,5 @@ __all__ = [
     "WrongBufferMode",
     "ZeroCopyDisabled",
     "__version__",
+    "sysctl",
 ]
