@@ -31,6 +31,7 @@ from bsdbpf.errors import (
     ZEROCOPY_ENABLE_HINT,
     BPFError,
     DescriptorLocked,
+    FilterError,
     InvalidArgument,
     InvalidFilter,
     InvalidStateError,
@@ -38,6 +39,8 @@ from bsdbpf.errors import (
     ZeroCopyDisabled,
     from_errno,
 )
+from bsdbpf.filter import DEFAULT_SNAPLEN, Program, explain_rejection
+from bsdbpf.filter import compile as compile_filter
 from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat, parse_records
 from bsdbpf.system import System, default_system
 from bsdbpf.zbuf import HEADER_SIZE, ZeroCopyBuffers, buffer_length
@@ -62,7 +65,9 @@ BACKOFF_MAX = 0.05
 _ORPHANS: list[ZeroCopyBuffers] = []
 
 Insn = tuple[int, int, int, int]
-Program = Iterable[Any]  # (code, jt, jf, k) tuples, or objects with those attributes
+# A Program, (code, jt, jf, k) tuples (or objects with those attributes), or
+# a tcpdump expression.
+FilterSpec = Union[Program, Iterable[Any], str]
 TimestampSpec = Union[Timestamp, TimestampFormat, tuple[int, int], int]
 
 
@@ -99,15 +104,6 @@ def snaplen_program(snaplen: int) -> tuple[Insn, ...]:
     """The one-instruction filter ``RET #snaplen``: accept every packet, keep
     at most ``snaplen`` bytes of it."""
     return ((lib.BPF_RET | lib.BPF_K, 0, 0, snaplen),)
-
-
-def _insn(op: str, i: int, ins: Any) -> Insn:
-    code, jt, jf, k = (ins.code, ins.jt, ins.jf, ins.k) if hasattr(ins, "code") else ins
-    if not (0 <= code <= 0xFFFF and 0 <= jt <= 0xFF and 0 <= jf <= 0xFF and 0 <= k <= 0xFFFFFFFF):
-        raise from_errno(errno.EINVAL, op, cls=InvalidFilter, hint=(
-            f"instruction {i} {(code, jt, jf, k)}: code is a u_short, jt and jf u_chars, "
-            "k a 32-bit unsigned int"))
-    return int(code), int(jt), int(jf), int(k)
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -164,8 +160,9 @@ class Descriptor:
         self._nonblocking = False
         self._attached = False
         self._ifname: str | None = None
-        self._filter: tuple[Insn, ...] | None = None
-        self._write_filter: tuple[Insn, ...] | None = None
+        self._filter: Program | None = None
+        self._write_filter: Program | None = None
+        self._snaplen = DEFAULT_SNAPLEN  # for expressions given to set_filter
         #: Why ``open(zerocopy="auto")`` fell back to buffered mode, else None.
         self.zerocopy_fallback_reason: str | None = None
         #: Buffers (batches) taken from the kernel so far, in either mode.
@@ -186,7 +183,7 @@ class Descriptor:
         zerocopy: bool | str = "auto",
         buffer_size: int | None = None,
         immediate: bool = False,
-        filter: Program | None = None,
+        filter: FilterSpec | None = None,
         snaplen: int | None = None,
         direction: Direction | None = None,
         timestamp: TimestampSpec | None = None,
@@ -209,18 +206,25 @@ class Descriptor:
         ``True`` raises :class:`bsdbpf.ZeroCopyDisabled` instead; ``False``
         never tries.  ``buffer_size``: bytes per buffer (zero-copy: each
         shared buffer, rounded up to whole pages, at most BIOCGETZMAX; default
-        512 KiB).  ``filter`` is a sequence of ``(code, jt, jf, k)``
-        instructions; ``snaplen`` alone installs ``RET #snaplen``.
+        512 KiB).  ``filter`` is what :meth:`set_filter` takes: a
+        :class:`bsdbpf.filter.Program`, ``(code, jt, jf, k)`` instructions, or
+        a tcpdump expression such as ``"udp and dst port 53"``, compiled for
+        the interface's link type and ``snaplen`` (default 262144) and
+        installed right after BIOCSETIF (BIOCSETF discards what arrived in
+        between).  ``snaplen`` alone installs ``RET #snaplen``.
         """
         if zerocopy not in ("auto", True, False):
             raise ValueError(f"zerocopy={zerocopy!r}: expected 'auto', True or False")
-        if filter is not None and snaplen is not None:
-            raise ValueError("give a filter or a snaplen, not both: the filter's RET "
+        expression = isinstance(filter, str)
+        if filter is not None and not expression and snaplen is not None:
+            raise ValueError("give a program or a snaplen, not both: the program's RET "
                              "instructions set the snapshot length")
         d = cls(system)
         try:
             d._setup_buffers(zerocopy, buffer_size)
-            if filter is not None:
+            if snaplen is not None:
+                d._snaplen = snaplen
+            if filter is not None and not expression:
                 d.set_filter(filter)
             elif snaplen is not None:
                 d.set_filter(snaplen_program(snaplen))
@@ -235,6 +239,8 @@ class Descriptor:
             if nonblocking:
                 d.nonblocking = True
             d.attach(ifname)
+            if expression:
+                d.set_filter(filter)
             if promiscuous:
                 d.promiscuous()
         except BaseException:
@@ -607,34 +613,53 @@ class Descriptor:
 
     # -- filters ------------------------------------------------------------
 
-    def _program(self, request: int, program: Program | None) -> tuple[Insn, ...]:
+    def _as_program(self, program: FilterSpec | None) -> Program:
+        """A Program from a Program, instructions, or an expression, which is
+        compiled for the attached interface's link type and this
+        descriptor's snap length."""
+        if not isinstance(program, str):
+            return program if isinstance(program, Program) else Program(program or ())
+        self._check()
+        if not self._attached:
+            raise from_errno(errno.EINVAL, "BIOCGDLT", cls=InvalidStateError, hint=(
+                "an expression is compiled for the interface's link type: attach first, or "
+                "pass a Program (bsdbpf.filter.compile(expression, dlt=...))"))
+        return compile_filter(program, dlt=self.dlt, snaplen=self._snaplen)
+
+    def _program(self, request: int, program: FilterSpec | None) -> Program | None:
         op = {lib.BIOCSETF: "BIOCSETF", lib.BIOCSETFNR: "BIOCSETFNR",
               lib.BIOCSETWF: "BIOCSETWF"}[request]
         self._check()
-        insns = tuple(_insn(op, i, ins) for i, ins in enumerate(program or ()))
-        array = ffi.new("struct bpf_insn[]", max(len(insns), 1))
-        for slot, (code, jt, jf, k) in zip(array, insns):
-            slot.code, slot.jt, slot.jf, slot.k = code, jt, jf, k
-        prog = ffi.new("struct bpf_program *")
-        prog.bf_len = len(insns)
-        prog.bf_insns = array if insns else ffi.NULL  # `array` outlives the call
-        self._ioctl(request, prog)
-        return insns
+        try:
+            prog = self._as_program(program)
+        except FilterError as err:
+            err.op = op  # the request the program was for
+            raise
+        try:
+            self._ioctl(request, prog.bpf_program())
+        except InvalidFilter:
+            # The kernel says only EINVAL: name the instruction and the rule
+            # where bpf_validate is the reason (else too long, or unmapped).
+            explain_rejection(prog, op)
+            raise
+        return prog or None
 
-    def set_filter(self, program: Program | None, *, reset: bool = True) -> None:
-        """Install the read filter: BIOCSETF, or BIOCSETFNR with ``reset=False``.
+    def set_filter(self, program: FilterSpec | None, flush: bool = True) -> None:
+        """Install the read filter: BIOCSETF, or BIOCSETFNR with ``flush=False``.
 
-        ``program`` is a sequence of ``(code, jt, jf, k)`` instructions (or
-        objects with those attributes); None or empty removes the filter.
-        BIOCSETF also discards buffered packets and zeroes the counters;
-        BIOCSETFNR keeps them.
+        ``program`` is a :class:`bsdbpf.filter.Program`, a sequence of
+        ``(code, jt, jf, k)`` instructions, or a tcpdump expression
+        (``"tcp port 80"``), compiled for the attached interface's link type
+        and the snap length given to :meth:`open` (default 262144).  None or
+        an empty program removes the filter.  BIOCSETF also discards buffered
+        packets and zeroes the counters; BIOCSETFNR keeps them.
         """
-        if reset and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
+        if flush and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
             self._zbuf_first("BIOCSETF")
-        self._filter = self._program(lib.BIOCSETF if reset else lib.BIOCSETFNR, program) or None
+        self._filter = self._program(lib.BIOCSETF if flush else lib.BIOCSETFNR, program)
 
     @property
-    def filter(self) -> tuple[Insn, ...] | None:
+    def filter(self) -> Program | None:
         """The read filter last installed through this object (BIOCSETF).
 
         FreeBSD cannot read a filter back; None means none was set here.
@@ -642,17 +667,18 @@ class Descriptor:
         return self._filter
 
     @filter.setter
-    def filter(self, program: Program | None) -> None:
+    def filter(self, program: FilterSpec | None) -> None:
         self.set_filter(program)
 
     @property
-    def write_filter(self) -> tuple[Insn, ...] | None:
-        """The filter frames must pass to be written (BIOCSETWF); as last set here."""
+    def write_filter(self) -> Program | None:
+        """The filter frames must pass to be written (BIOCSETWF); as last set
+        here.  Takes what :meth:`set_filter` takes."""
         return self._write_filter
 
     @write_filter.setter
-    def write_filter(self, program: Program | None) -> None:
-        self._write_filter = self._program(lib.BIOCSETWF, program) or None
+    def write_filter(self, program: FilterSpec | None) -> None:
+        self._write_filter = self._program(lib.BIOCSETWF, program)
 
     def _zbuf_first(self, op: str) -> None:
         self._check()

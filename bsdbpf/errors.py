@@ -120,7 +120,8 @@ class InvalidFilter(FilterError):
 
     Where the program breaks one of bpf_validate's rules, ``index`` is the
     instruction's index and ``rule`` names the rule (``"opcode"``,
-    ``"jump"``, ``"memory"``, ``"division"``, ``"last-ret"``, ``"length"``);
+    ``"jump"``, ``"memory"``, ``"division"``, ``"last-ret"``, ``"length"``, or
+    ``"field"`` for a value that does not fit its field of ``struct bpf_insn``);
     both are None when only the kernel's errno is known.
     """
 

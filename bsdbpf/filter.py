@@ -84,8 +84,8 @@ InstructionLike = Any
 ReadableBuffer = Union[bytes, bytearray, memoryview]
 
 
-def _field_error(what: str) -> FilterError:
-    return cast(FilterError, from_errno(errno.EINVAL, "bpf_insn", cls=FilterError, hint=what))
+def _field_error(what: str) -> InvalidFilter:
+    return _invalid("bpf_insn", what, "field")
 
 
 def _instruction(ins: InstructionLike) -> Instruction:
@@ -110,7 +110,13 @@ class Program(Sequence[Instruction]):
         if isinstance(instructions, str):
             raise TypeError("Program() takes instructions; use Program.parse(text) for "
                             "tcpdump -d/-dd/-ddd text, or bsdbpf.filter.compile(expression)")
-        self._insns = tuple(_instruction(i) for i in instructions)
+        insns = []
+        for index, ins in enumerate(instructions):
+            try:
+                insns.append(_instruction(ins))
+            except InvalidFilter as err:
+                raise _invalid(err.op, f"instruction {index} {err.hint}", "field", index) from None
+        self._insns = tuple(insns)
         self._array: Any = None  # struct bpf_insn[], made on first use
         self._verdict: tuple[int, int] | None = None  # bsdbpf_validate_rule's answer
 
@@ -402,6 +408,13 @@ def _invalid(op: str, hint: str, rule: str, index: int | None = None) -> Invalid
     err = cast(InvalidFilter, from_errno(errno.EINVAL, op, cls=InvalidFilter, hint=hint))
     err.rule, err.index = rule, index
     return err
+
+
+def explain_rejection(program: Program, op: str) -> None:
+    """After the kernel's EINVAL from ``op`` (BIOCSETF...), raise the
+    InvalidFilter that names the instruction and rule if bpf_validate is the
+    reason; return if the program passes it."""
+    _check(program, None, op)
 
 
 def _check(program: Program, maxinsns: int | None, op: str) -> None:
