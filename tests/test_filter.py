@@ -22,7 +22,7 @@ from bsdbpf.errors import from_errno
 from bsdbpf.filter import Instruction, Program, validate
 from bsdbpf.sim import Kernel
 
-SPEC_JSON = Path(__file__).resolve().parents[2] / "shared/spec/freebsd-abi.json"
+SPEC_JSON = Path(__file__).resolve().parent / "data" / "freebsd-abi.json"
 VALID_OPCODES = json.loads(SPEC_JSON.read_text())["derived"]["bpf_validate_valid_opcodes"]
 M32 = 0xFFFFFFFF
 RET_K, RET_A = lib.BPF_RET | lib.BPF_K, lib.BPF_RET | lib.BPF_A
