@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Union, cast, overload
 
@@ -35,6 +36,7 @@ DEFAULT_SNAPLEN = 262144
 NETMASK_UNKNOWN = 0xFFFFFFFF
 U32 = 0xFFFFFFFF
 PATHS = ("receive", "write")
+_KEEP_ALIVE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 class _Fields(NamedTuple):
@@ -196,9 +198,14 @@ class Program(Sequence[Instruction]):
 
     # -- the kernel's view -------------------------------------------------
 
+    def _new_array(self) -> Any:
+        return ffi.new("struct bpf_insn[]", [tuple(i) for i in self._insns] or 1)
+
     def _c_array(self) -> Any:
+        """The instructions run() and the validator read; never handed out,
+        so nothing can change them after validation."""
         if self._array is None:
-            self._array = ffi.new("struct bpf_insn[]", [tuple(i) for i in self._insns] or 1)
+            self._array = self._new_array()
         return self._array
 
     def _rule(self) -> tuple[int, int]:
@@ -211,12 +218,17 @@ class Program(Sequence[Instruction]):
 
     def bpf_program(self) -> Any:
         """A new ``struct bpf_program *`` for BIOCSETF, BIOCSETFNR or
-        BIOCSETWF.  It points into memory this Program owns: keep the Program
-        alive while the pointer is used.  An empty program has
-        ``bf_insns == NULL`` (BIOCSETF then removes the filter)."""
+        BIOCSETWF, pointing at a copy of the instructions that lives as long
+        as the returned object.  An empty program has ``bf_insns == NULL``
+        (BIOCSETF then removes the filter)."""
         prog = ffi.new("struct bpf_program *")
         prog.bf_len = len(self._insns)
-        prog.bf_insns = self._c_array() if self._insns else ffi.NULL
+        if self._insns:
+            array = self._new_array()
+            prog.bf_insns = array
+            _KEEP_ALIVE[prog] = array  # cffi's idiom: the struct owns the array
+        else:
+            prog.bf_insns = ffi.NULL
         return prog
 
     def run(self, packet: ReadableBuffer, wirelen: int | None = None,

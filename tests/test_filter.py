@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import gc
 import json
 import pickle
 import sys
@@ -177,6 +178,19 @@ def test_bpf_program_points_at_the_instructions() -> None:
     assert ffi.typeof(bp) is ffi.typeof("struct bpf_program *")
     empty = Program().bpf_program()
     assert (empty.bf_len, empty.bf_insns) == (0, ffi.NULL)
+
+
+def test_bpf_program_is_a_copy_that_outlives_the_program() -> None:
+    p = Program([(0x60, 0, 0, 3), (RET_A, 0, 0, 0)])
+    assert p.run(b"") == 0
+    bp = p.bpf_program()
+    bp.bf_insns[0].k = 1 << 20  # written through the pointer: the Program is not changed
+    assert p[0] == (0x60, 0, 0, 3)
+    assert p.run(b"") == 0
+    assert p.bpf_program().bf_insns[0].k == 3
+    del p
+    gc.collect()
+    assert [(i.code, i.k) for i in bp.bf_insns[0:2]] == [(0x60, 1 << 20), (RET_A, 0)]
 
 
 # --------------------------------------------------------------------------
