@@ -39,8 +39,13 @@ from bsdbpf.errors import (
     ZeroCopyDisabled,
     from_errno,
 )
-from bsdbpf.filter import DEFAULT_SNAPLEN, Program, explain_rejection
-from bsdbpf.filter import compile as compile_filter
+from bsdbpf.filter import (
+    DEFAULT_SNAPLEN,
+    Program,
+    as_program,
+    explain_rejection,
+    is_program_text,
+)
 from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat, parse_records
 from bsdbpf.system import System, default_system
 from bsdbpf.zbuf import HEADER_SIZE, ZeroCopyBuffers, buffer_length
@@ -65,8 +70,8 @@ BACKOFF_MAX = 0.05
 _ORPHANS: list[ZeroCopyBuffers] = []
 
 Insn = tuple[int, int, int, int]
-# A Program, (code, jt, jf, k) tuples (or objects with those attributes), or
-# a tcpdump expression.
+# A Program, (code, jt, jf, k) tuples (or objects with those attributes),
+# tcpdump -d/-dd/-ddd text, or a tcpdump expression.
 FilterSpec = Union[Program, Iterable[Any], str]
 TimestampSpec = Union[Timestamp, TimestampFormat, tuple[int, int], int]
 
@@ -215,7 +220,7 @@ class Descriptor:
         """
         if zerocopy not in ("auto", True, False):
             raise ValueError(f"zerocopy={zerocopy!r}: expected 'auto', True or False")
-        expression = isinstance(filter, str)
+        expression = isinstance(filter, str) and not is_program_text(filter)
         if filter is not None and not expression and snaplen is not None:
             raise ValueError("give a program or a snaplen, not both: the program's RET "
                              "instructions set the snapshot length")
@@ -614,17 +619,17 @@ class Descriptor:
     # -- filters ------------------------------------------------------------
 
     def _as_program(self, program: FilterSpec | None) -> Program:
-        """A Program from a Program, instructions, or an expression, which is
-        compiled for the attached interface's link type and this
-        descriptor's snap length."""
-        if not isinstance(program, str):
-            return program if isinstance(program, Program) else Program(program or ())
-        self._check()
-        if not self._attached:
-            raise from_errno(errno.EINVAL, "BIOCGDLT", cls=InvalidStateError, hint=(
-                "an expression is compiled for the interface's link type: attach first, or "
-                "pass a Program (bsdbpf.filter.compile(expression, dlt=...))"))
-        return compile_filter(program, dlt=self.dlt, snaplen=self._snaplen)
+        """A Program from what set_filter takes; an expression is compiled
+        for the attached interface's link type and this descriptor's snap
+        length."""
+        if isinstance(program, str) and not is_program_text(program):
+            self._check()
+            if not self._attached:
+                raise from_errno(errno.EINVAL, "BIOCGDLT", cls=InvalidStateError, hint=(
+                    "an expression is compiled for the interface's link type: attach first, "
+                    "or pass a Program (bsdbpf.filter.compile(expression, dlt=...))"))
+            return as_program(program, dlt=self.dlt, snaplen=self._snaplen)
+        return as_program(program)
 
     def _program(self, request: int, program: FilterSpec | None) -> Program | None:
         op = {lib.BIOCSETF: "BIOCSETF", lib.BIOCSETFNR: "BIOCSETFNR",
@@ -648,10 +653,11 @@ class Descriptor:
         """Install the read filter: BIOCSETF, or BIOCSETFNR with ``flush=False``.
 
         ``program`` is a :class:`bsdbpf.filter.Program`, a sequence of
-        ``(code, jt, jf, k)`` instructions, or a tcpdump expression
-        (``"tcp port 80"``), compiled for the attached interface's link type
-        and the snap length given to :meth:`open` (default 262144).  None or
-        an empty program removes the filter.  BIOCSETF also discards buffered
+        ``(code, jt, jf, k)`` instructions, the text ``tcpdump -d``, ``-dd``
+        or ``-ddd`` prints, or a tcpdump expression (``"tcp port 80"``),
+        compiled for the attached interface's link type and the snap length
+        given to :meth:`open` (default 262144).  None or an empty program
+        removes the filter.  BIOCSETF also discards buffered
         packets and zeroes the counters; BIOCSETFNR keeps them.
         """
         if flush and self._bufmode == BufferMode.ZBUF and self._zbuf is None:

@@ -26,7 +26,9 @@ __all__ = [
     "DEFAULT_SNAPLEN",
     "Instruction",
     "Program",
+    "as_program",
     "compile",
+    "is_program_text",
     "validate",
 ]
 
@@ -455,6 +457,31 @@ def validate(program: Program | Iterable[InstructionLike], maxinsns: int | None 
     prog = program if isinstance(program, Program) else Program(program)
     _check(prog, maxinsns, "bpf_validate")
     return prog
+
+
+def is_program_text(text: str) -> bool:
+    """Whether ``text`` is ``tcpdump -d``/``-dd``/``-ddd`` output rather than
+    an expression: it starts with ``(000) op``, ``{`` or a count line."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return bool(re.match(r"\(\d+\)\s*[a-z]|\{|\d+\Z", first))
+
+
+def as_program(
+    spec: Program | Iterable[InstructionLike] | str | None,
+    dlt: int = lib.DLT_EN10MB,
+    snaplen: int = DEFAULT_SNAPLEN,
+) -> Program:
+    """A Program from whatever a filter may be given as: a Program,
+    ``(code, jt, jf, k)`` instructions, the text ``tcpdump -d``, ``-dd`` or
+    ``-ddd`` prints, or a tcpdump expression (compiled for ``dlt`` and
+    ``snaplen``).  None is the empty program."""
+    if isinstance(spec, Program):
+        return spec
+    if isinstance(spec, str):
+        if is_program_text(spec):
+            return Program.parse(spec)
+        return compile(spec, dlt=dlt, snaplen=snaplen)
+    return Program(spec or ())
 
 
 def compile(  # shadows the builtin inside this module only: libpcap's name

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bsdbpf import Descriptor, FilterError, InvalidFilter, InvalidStateError
 from bsdbpf.errors import from_errno
-from bsdbpf.filter import Instruction, Program, validate
+from bsdbpf.filter import Instruction, Program, as_program, is_program_text, validate
 from bsdbpf.sim import Kernel
 
 SPEC_JSON = Path(__file__).resolve().parent / "data" / "freebsd-abi.json"
@@ -602,6 +602,41 @@ def test_bad_instruction_fields_are_refused_before_the_kernel(kernel: Kernel) ->
         with pytest.raises(InvalidFilter, match="Instruction 1") as info:
             d.set_filter([(RET_K, 0, 0, 1), (RET_K, 256, 0, 0)])
         assert (info.value.op, info.value.rule, info.value.index) == ("BIOCSETF", "field", 1)
+
+
+@pytest.mark.parametrize(("text", "is_program"), [
+    (TCP_PORT_80_D, True), (TCP_PORT_80_DD_HEAD, True), (TCP_PORT_80_DDD_HEAD, True),
+    ("\n  (000) ret #0\n", True), ("0\n", True),
+    ("tcp port 80", False), ("(tcp or udp) and port 53", False), ("( 1 = 1 )", False),
+    ("ether[0] & 1 != 0", False), ("", False),
+])
+def test_is_program_text(text, is_program) -> None:
+    assert is_program_text(text) is is_program
+
+
+def test_as_program_takes_every_form() -> None:
+    p = Program.from_tuples(TCP_PORT_80)
+    assert as_program(p) is p
+    assert as_program(TCP_PORT_80) == p
+    assert as_program(p.dump(1)) == as_program(p.dump(2)) == as_program(p.dump(3)) == p
+    assert as_program(None) == Program() == as_program([])
+
+
+def test_tcpdump_text_on_a_descriptor(kernel: Kernel) -> None:
+    # Pasted `tcpdump -dd` output is a program, not an expression: no libpcap,
+    # and it can be given before the descriptor is attached.
+    with Descriptor.open("em0", filter=ETHERTYPE_IS.dump(2), zerocopy=False, immediate=True,
+                         system=kernel) as d:
+        assert d.filter == ETHERTYPE_IS
+        kernel.inject("em0", frame(0x0800))
+        kernel.inject("em0", frame(0x88B5))
+        assert captured(d) == [frame(0x88B5)]
+        d.set_filter(ETHERTYPE_IS.dump(1))
+        d.write_filter = ETHERTYPE_IS.dump(3)
+        assert d.filter == d.write_filter == ETHERTYPE_IS
+    with Descriptor(system=kernel) as d:
+        d.set_filter(ETHERTYPE_IS.dump(1))
+        assert d.filter == ETHERTYPE_IS
 
 
 def test_expression_needs_an_attached_descriptor(kernel: Kernel) -> None:
