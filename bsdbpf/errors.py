@@ -128,6 +128,9 @@ class InvalidFilter(FilterError):
     index: int | None = None
     rule: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (*super().__reduce__(), {"index": self.index, "rule": self.rule})
+
 
 class InvalidBuffer(InvalidArgument):
     """EINVAL from BIOCSETZBUF: alignment or size of the zero-copy buffers."""

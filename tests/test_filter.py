@@ -338,6 +338,15 @@ def test_validate_names_instruction_and_rule(insns, index, rule, message) -> Non
         validate(insns)
 
 
+def test_invalid_filter_pickles_with_index_and_rule() -> None:
+    err = rejected([(lib.BPF_ST, 0, 0, 16), (RET_K, 0, 0, 0)])
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is InvalidFilter
+    assert (back.errno, back.op, back.hint, back.index, back.rule) == (
+        err.errno, err.op, err.hint, 0, "memory")
+    assert str(back) == str(err)
+
+
 def test_validate_length_limit() -> None:
     prog = [(RET_K, 0, 0, 1)] * 513
     err = rejected(prog)
