@@ -212,11 +212,12 @@ class Descriptor:
         never tries.  ``buffer_size``: bytes per buffer (zero-copy: each
         shared buffer, rounded up to whole pages, at most BIOCGETZMAX; default
         512 KiB).  ``filter`` is what :meth:`set_filter` takes: a
-        :class:`bsdbpf.filter.Program`, ``(code, jt, jf, k)`` instructions, or
-        a tcpdump expression such as ``"udp and dst port 53"``, compiled for
-        the interface's link type and ``snaplen`` (default 262144) and
-        installed right after BIOCSETIF (BIOCSETF discards what arrived in
-        between).  ``snaplen`` alone installs ``RET #snaplen``.
+        :class:`bsdbpf.filter.Program`, ``(code, jt, jf, k)`` instructions,
+        ``tcpdump -d``/``-dd``/``-ddd`` text, or a tcpdump expression such as
+        ``"udp and dst port 53"``, which is compiled for the interface's link
+        type and ``snaplen`` (default 262144) and installed right after
+        BIOCSETIF (BIOCSETF discards what arrived in between).  ``snaplen``
+        alone installs ``RET #snaplen``.
         """
         if zerocopy not in ("auto", True, False):
             raise ValueError(f"zerocopy={zerocopy!r}: expected 'auto', True or False")
@@ -657,8 +658,8 @@ class Descriptor:
         or ``-ddd`` prints, or a tcpdump expression (``"tcp port 80"``),
         compiled for the attached interface's link type and the snap length
         given to :meth:`open` (default 262144).  None or an empty program
-        removes the filter.  BIOCSETF also discards buffered
-        packets and zeroes the counters; BIOCSETFNR keeps them.
+        removes the filter.  BIOCSETF also discards buffered packets and
+        zeroes the counters; BIOCSETFNR keeps them.
         """
         if flush and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
             self._zbuf_first("BIOCSETF")
