@@ -19,9 +19,10 @@ from bsdbpf.errors import FilterError, UnsupportedError, from_errno
 
 __all__ = ["compile_expression", "library"]
 
-# The sonames FreeBSD (libpcap.so.1 in base) and Debian (libpcap.so.0.8; the
-# unversioned name comes with libpcap-dev) give the library.
-SONAMES = ("libpcap.so", "libpcap.so.1", "libpcap.so.0.8")
+# The names the library has: unversioned (FreeBSD's base system; Debian's
+# libpcap-dev), FreeBSD's soname (libpcap.so.8), upstream's (libpcap.so.1)
+# and Debian's libpcap0.8 package (libpcap.so.0.8).
+SONAMES = ("libpcap.so", "libpcap.so.8", "libpcap.so.1", "libpcap.so.0.8")
 PACKAGE_HINT = (
     "libpcap is needed to compile filter expressions: it is part of FreeBSD's base "
     "system; on Debian or Ubuntu install the libpcap0.8 package (apt-get install libpcap0.8)"
