@@ -158,12 +158,19 @@ class _Lib:
     BSDBPF_REC_DATALEN: int
     BSDBPF_REC_FIELDS: int
     BSDBPF_REC_TS_NS: int
+    BSDBPF_RULE_DIVZERO: int
+    BSDBPF_RULE_JUMP: int
+    BSDBPF_RULE_LAST_RET: int
+    BSDBPF_RULE_LENGTH: int
+    BSDBPF_RULE_MEMWORD: int
+    BSDBPF_RULE_OPCODE: int
     BSDBPF_SIM_HZ: int
     BSDBPF_SIM_IDLE: int
     BSDBPF_SIM_SLICE: int
     BSDBPF_SIM_TIMED_OUT: int
     BSDBPF_SIM_WAITING: int
     BSDBPF_SIZEOF_IFR_IFRU: int
+    BSDBPF_VALID: int
     DLT_EN10MB: int
     DLT_ENC: int
     DLT_IEEE802_11: int
@@ -274,6 +281,7 @@ class _Lib:
     def bsdbpf_sim_write(self, arg0: CData, arg1: CData, arg2: int, /) -> int: ...
     def bsdbpf_store_release(self, arg0: CData, arg1: int, /) -> None: ...
     def bsdbpf_validate(self, arg0: CData, arg1: int, /) -> int: ...
+    def bsdbpf_validate_rule(self, arg0: CData, arg1: int, arg2: CData, /) -> int: ...
     def bsdbpf_wordalign(self, arg0: int, /) -> int: ...
     def close(self, arg0: int, /) -> int: ...
     def ioctl(self, arg0: int, arg1: int, /, *args: CData) -> int: ...

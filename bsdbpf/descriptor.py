@@ -32,11 +32,20 @@ from bsdbpf.errors import (
     ZEROCOPY_ENABLE_HINT,
     BPFError,
     DescriptorLocked,
+    FilterError,
     InvalidArgument,
+    InvalidFilter,
     InvalidStateError,
     WouldBlock,
     ZeroCopyDisabled,
     from_errno,
+)
+from bsdbpf.filter import (
+    DEFAULT_SNAPLEN,
+    Program,
+    as_program,
+    explain_rejection,
+    is_program_text,
 )
 from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat, parse_records
 from bsdbpf.system import System
@@ -63,7 +72,9 @@ BACKOFF_MAX = 0.05
 _ORPHANS: list[ZeroCopyBuffers] = []
 
 _T = TypeVar("_T")
-Program = Iterable[Any]  # (code, jt, jf, k) tuples, or objects with those attributes
+# A Program, (code, jt, jf, k) tuples (or objects with those attributes),
+# tcpdump -d/-dd/-ddd text, or a tcpdump expression.
+FilterSpec = Union[Program, Iterable[Any], str]
 TimestampSpec = Union[Timestamp, TimestampFormat, tuple[int, int], int]
 
 
@@ -127,8 +138,9 @@ class Descriptor:
         self._nonblocking = False
         self._attached = False
         self._ifname: str | None = None
-        self._filter: tuple[Insn, ...] | None = None
-        self._write_filter: tuple[Insn, ...] | None = None
+        self._filter: Program | None = None
+        self._write_filter: Program | None = None
+        self._snaplen = DEFAULT_SNAPLEN  # for expressions given to set_filter
         #: Why ``open(zerocopy="auto")`` fell back to buffered mode, else None.
         self.zerocopy_fallback_reason: str | None = None
         #: Buffers (batches) taken from the kernel so far, in either mode.
@@ -149,7 +161,7 @@ class Descriptor:
         zerocopy: bool | str = "auto",
         buffer_size: int | None = None,
         immediate: bool = False,
-        filter: Program | None = None,
+        filter: FilterSpec | None = None,
         snaplen: int | None = None,
         direction: Direction | None = None,
         timestamp: TimestampSpec | None = None,
@@ -172,18 +184,26 @@ class Descriptor:
         ``True`` raises :class:`bsdbpf.ZeroCopyDisabled` instead; ``False``
         never tries.  ``buffer_size``: bytes per buffer (zero-copy: each
         shared buffer, rounded up to whole pages, at most BIOCGETZMAX; default
-        512 KiB).  ``filter`` is a sequence of ``(code, jt, jf, k)``
-        instructions; ``snaplen`` alone installs ``RET #snaplen``.
+        512 KiB).  ``filter`` is what :meth:`set_filter` takes: a
+        :class:`bsdbpf.filter.Program`, ``(code, jt, jf, k)`` instructions,
+        ``tcpdump -d``/``-dd``/``-ddd`` text, or a tcpdump expression such as
+        ``"udp and dst port 53"``, which is compiled for the interface's link
+        type and ``snaplen`` (default 262144) and installed right after
+        BIOCSETIF (BIOCSETF discards what arrived in between).  ``snaplen``
+        alone installs ``RET #snaplen``.
         """
         if zerocopy not in ("auto", True, False):
             raise ValueError(f"zerocopy={zerocopy!r}: expected 'auto', True or False")
-        if filter is not None and snaplen is not None:
-            raise ValueError("give a filter or a snaplen, not both: the filter's RET "
+        expression = isinstance(filter, str) and not is_program_text(filter)
+        if filter is not None and not expression and snaplen is not None:
+            raise ValueError("give a program or a snaplen, not both: the program's RET "
                              "instructions set the snapshot length")
         d = cls(system)
         try:
             d._setup_buffers(zerocopy, buffer_size)
-            if filter is not None:
+            if snaplen is not None:
+                d._snaplen = snaplen
+            if filter is not None and not expression:
                 d.set_filter(filter)
             elif snaplen is not None:
                 d.set_filter(snaplen_program(snaplen))
@@ -198,6 +218,8 @@ class Descriptor:
             if nonblocking:
                 d.nonblocking = True
             d.attach(ifname)
+            if expression:
+                d.set_filter(filter)
             if promiscuous:
                 d.promiscuous()
         except BaseException:
@@ -530,20 +552,58 @@ class Descriptor:
 
     # -- filters ------------------------------------------------------------
 
-    def set_filter(self, program: Program | None, *, reset: bool = True) -> None:
-        """Install the read filter: BIOCSETF, or BIOCSETFNR with ``reset=False``.
+    def _as_program(self, program: FilterSpec | None) -> Program:
+        """A Program from what set_filter takes; an expression is compiled
+        for the attached interface's link type and this descriptor's snap
+        length."""
+        if isinstance(program, str) and not is_program_text(program):
+            self._check()
+            if not self._attached:
+                raise from_errno(errno.EINVAL, "BIOCGDLT", cls=InvalidStateError, hint=(
+                    "an expression is compiled for the interface's link type: attach first, "
+                    "or pass a Program (bsdbpf.filter.compile(expression, dlt=...))"))
+            return as_program(program, dlt=self.dlt, snaplen=self._snaplen)
+        return as_program(program)
 
-        ``program`` is a sequence of ``(code, jt, jf, k)`` instructions (or
-        objects with those attributes); None or empty removes the filter.
-        BIOCSETF also discards buffered packets and zeroes the counters;
-        BIOCSETFNR keeps them.
+    def _program(self, setter: Callable[..., Any], op: str,
+                 program: FilterSpec | None) -> Program | None:
+        """Install ``program`` with ``setter`` (a :mod:`bsdbpf.raw` function
+        for the request ``op``)."""
+        self._check()
+        try:
+            prog = self._as_program(program)
+        except FilterError as err:
+            err.op = op  # the request the program was for
+            raise
+        try:
+            self._raw(setter, prog)
+        except InvalidFilter:
+            # The kernel says only EINVAL: name the instruction and the rule
+            # where bpf_validate is the reason (else too long, or unmapped).
+            explain_rejection(prog, op)
+            raise
+        return prog or None
+
+    def set_filter(self, program: FilterSpec | None, flush: bool = True) -> None:
+        """Install the read filter: BIOCSETF, or BIOCSETFNR with ``flush=False``.
+
+        ``program`` is a :class:`bsdbpf.filter.Program`, a sequence of
+        ``(code, jt, jf, k)`` instructions, the text ``tcpdump -d``, ``-dd``
+        or ``-ddd`` prints, or a tcpdump expression (``"tcp port 80"``),
+        compiled for the attached interface's link type and the snap length
+        given to :meth:`open` (default 262144).  None or an empty program
+        removes the filter.  BIOCSETF also discards buffered packets and
+        zeroes the counters; BIOCSETFNR keeps them.
         """
-        if reset and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
+        if flush and self._bufmode == BufferMode.ZBUF and self._zbuf is None:
             self._zbuf_first("BIOCSETF")
-        self._filter = self._raw(raw.set_filter if reset else raw.set_filter_nr, program) or None
+        if flush:
+            self._filter = self._program(raw.set_filter, "BIOCSETF", program)
+        else:
+            self._filter = self._program(raw.set_filter_nr, "BIOCSETFNR", program)
 
     @property
-    def filter(self) -> tuple[Insn, ...] | None:
+    def filter(self) -> Program | None:
         """The read filter last installed through this object (BIOCSETF).
 
         FreeBSD cannot read a filter back; None means none was set here.
@@ -551,17 +611,18 @@ class Descriptor:
         return self._filter
 
     @filter.setter
-    def filter(self, program: Program | None) -> None:
+    def filter(self, program: FilterSpec | None) -> None:
         self.set_filter(program)
 
     @property
-    def write_filter(self) -> tuple[Insn, ...] | None:
-        """The filter frames must pass to be written (BIOCSETWF); as last set here."""
+    def write_filter(self) -> Program | None:
+        """The filter frames must pass to be written (BIOCSETWF); as last set
+        here.  Takes what :meth:`set_filter` takes."""
         return self._write_filter
 
     @write_filter.setter
-    def write_filter(self, program: Program | None) -> None:
-        self._write_filter = self._raw(raw.set_write_filter, program) or None
+    def write_filter(self, program: FilterSpec | None) -> None:
+        self._write_filter = self._program(raw.set_write_filter, "BIOCSETWF", program)
 
     def _zbuf_first(self, op: str) -> None:
         self._check()

@@ -20,6 +20,7 @@ __all__ = [
     "BufferTooSmall",
     "DescriptorLocked",
     "DeviceNotFound",
+    "FilterError",
     "InterfaceDown",
     "InterfaceNotFound",
     "InternalError",
@@ -108,8 +109,27 @@ class InvalidArgument(BPFError, ValueError):
     """EINVAL (and EMSGSIZE): the kernel refused an argument."""
 
 
-class InvalidFilter(InvalidArgument):
-    """EINVAL from BIOCSETF/BIOCSETFNR/BIOCSETWF."""
+class FilterError(InvalidArgument):
+    """EINVAL: a filter that cannot be built: an expression libpcap cannot
+    compile, program text that does not parse, a bad instruction field."""
+
+
+class InvalidFilter(FilterError):
+    """EINVAL from BIOCSETF/BIOCSETFNR/BIOCSETWF, or a program
+    :func:`bsdbpf.filter.validate` finds the kernel would refuse.
+
+    Where the program breaks one of bpf_validate's rules, ``index`` is the
+    instruction's index and ``rule`` names the rule (``"opcode"``,
+    ``"jump"``, ``"memory"``, ``"division"``, ``"last-ret"``, ``"length"``, or
+    ``"field"`` for a value that does not fit its field of ``struct bpf_insn``);
+    both are None when only the kernel's errno is known.
+    """
+
+    index: int | None = None
+    rule: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (*super().__reduce__(), {"index": self.index, "rule": self.rule})
 
 
 class InvalidBuffer(InvalidArgument):
@@ -295,8 +315,9 @@ def from_errno(
     if found is None and errnum == _errno.EINVAL and op in _FILTER_OPS:
         found = (
             InvalidFilter,
-            "the kernel refused the program: longer than net.bpf.maxinsns, or rejected by "
-            "bpf_validate (bsdbpf.filter.validate() names the instruction)",
+            "the kernel refused the program: it is longer than net.bpf.maxinsns, or "
+            "bpf_validate rejected it (bsdbpf.filter.validate(program) names the "
+            "instruction and the rule)",
         )
     if found is None:
         found = _TABLE.get((None, errnum), (BPFError, ""))

@@ -249,36 +249,46 @@ static int bpf_code_ok(uint16_t code)
     }
 }
 
-int bsdbpf_validate(const struct bpf_insn *f, int len)
+int bsdbpf_validate_rule(const struct bpf_insn *f, int len, int *where)
 {
+    *where = -1;
     if (len < 0)
-        return 0;
+        return BSDBPF_RULE_LENGTH;
     /* The kernel calls an empty program valid (accept all); BIOCSETF with
      * bf_len 0 never gets here, it just removes the filter. */
     if (len == 0)
-        return 1;
+        return BSDBPF_VALID;
 
     for (int i = 0; i < len; i++) {
         const struct bpf_insn *p = &f[i];
         uint16_t c = p->code;
 
+        *where = i;
         if (!bpf_code_ok(c))
-            return 0;
+            return BSDBPF_RULE_OPCODE;
         if (BPF_CLASS(c) == BPF_JMP) {
             /* Unsigned offsets: jumps only go forward, and the target
              * i + 1 + offset must be an instruction. */
             uint32_t off = c == (BPF_JMP | BPF_JA) ? p->k
                          : (p->jt > p->jf ? p->jt : p->jf);
             if (off >= (uint32_t)(len - i) - 1)
-                return 0;
+                return BSDBPF_RULE_JUMP;
         } else if (c == BPF_ST || c == BPF_STX || c == (BPF_LD | BPF_MEM) ||
                    c == (BPF_LDX | BPF_MEM)) {
             if (p->k >= BPF_MEMWORDS)
-                return 0;
+                return BSDBPF_RULE_MEMWORD;
         } else if ((c == (BPF_ALU | BPF_DIV | BPF_K) ||
                     c == (BPF_ALU | BPF_MOD | BPF_K)) && p->k == 0) {
-            return 0;
+            return BSDBPF_RULE_DIVZERO;
         }
     }
-    return BPF_CLASS(f[len - 1].code) == BPF_RET;
+    *where = len - 1;
+    return BPF_CLASS(f[len - 1].code) == BPF_RET ? BSDBPF_VALID : BSDBPF_RULE_LAST_RET;
+}
+
+int bsdbpf_validate(const struct bpf_insn *f, int len)
+{
+    int where;
+
+    return bsdbpf_validate_rule(f, len, &where) == BSDBPF_VALID;
 }
