@@ -1,0 +1,91 @@
+#!/bin/sh
+# Prepare a FreeBSD machine to run bsdbpf's test suite on its real kernel.
+#
+#   sh vagrant/provision.sh [SOURCE_DIR]        (as root; default: this checkout)
+#
+# Plain sh, idempotent: Vagrant runs it on every `vagrant provision`, and any
+# FreeBSD CI VM can run it the same way.  It
+#   * installs Python, pip and the build dependencies with pkg(8) (the C
+#     compiler, clang, and libpcap are in FreeBSD's base system);
+#   * installs bsdbpf with its test extra, editable, into a virtualenv;
+#   * creates an epair(4) pair, quiet (no IPv6 autoconfiguration) and up, for
+#     the tests to capture on and inject through;
+#   * records the net.bpf sysctls as they were before any test touched them,
+#     so that vagrant/guest-test can put them back afterwards.
+# What the tests need to know is written to $BSDBPF_STATE/env.
+set -eu
+
+SRC=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+STATE=${BSDBPF_STATE:-/var/db/bsdbpf}
+VENV=${BSDBPF_VENV:-$STATE/venv}
+PYTHON_PKG=${BSDBPF_PYTHON_PKG:-python311}
+BPF_SYSCTLS="net.bpf.zerocopy_enable net.bpf.bufsize net.bpf.maxbufsize net.bpf.maxinsns net.bpf.optimize_writers"
+
+say() {
+    printf 'provision: %s\n' "$*"
+}
+
+die() {
+    printf 'provision: %s\n' "$*" >&2
+    exit 1
+}
+
+[ "$(uname -s)" = FreeBSD ] || die "this is $(uname -s); the script prepares a FreeBSD machine"
+[ "$(id -u)" -eq 0 ] || die "run as root (pkg, ifconfig and sysctl need it)"
+[ -f "$SRC/pyproject.toml" ] || die "$SRC is not a bsdbpf checkout (no pyproject.toml)"
+mkdir -p "$STATE"
+
+# -- packages ---------------------------------------------------------------
+# python311 is FreeBSD's Python 3.11; its pip is py311-pip.  cffi is built
+# from source on FreeBSD (PyPI has no wheels for it): it needs libffi and
+# pkgconf.
+PYVER=${PYTHON_PKG#python}
+say "pkg install $PYTHON_PKG py$PYVER-pip libffi pkgconf"
+export ASSUME_ALWAYS_YES=yes
+pkg install -y "$PYTHON_PKG" "py$PYVER-pip" libffi pkgconf
+PY="/usr/local/bin/python$(echo "$PYVER" | sed 's/^\(.\)/\1./')"
+[ -x "$PY" ] || die "$PY is missing after pkg install $PYTHON_PKG"
+command -v cc >/dev/null 2>&1 || die "no C compiler (cc): FreeBSD's base system has clang"
+
+# -- bsdbpf -----------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+    say "virtualenv $VENV"
+    "$PY" -m venv "$VENV"
+fi
+say "pip install -e ${SRC}[test]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "${SRC}[test]"
+"$VENV/bin/python" -c 'import bsdbpf, bsdbpf._native' || die "bsdbpf does not import after install"
+
+# -- the epair(4) pair ------------------------------------------------------
+kldload -n if_epair
+ifname=
+if [ -f "$STATE/env" ]; then
+    ifname=$(sed -n 's/^BSDBPF_TEST_IFNAME=//p' "$STATE/env")
+fi
+if [ -z "$ifname" ] || ! ifconfig "$ifname" >/dev/null 2>&1; then
+    ifname=$(ifconfig epair create)
+fi
+peer=${ifname%a}b
+for i in "$ifname" "$peer"; do
+    # No addresses and no IPv6 autoconfiguration: nothing but the tests' own
+    # frames crosses the pair, so counters stay predictable.
+    ifconfig "$i" inet6 ifdisabled -auto_linklocal up
+done
+say "epair: $ifname (tests capture here) <-> $peer (frames are injected here)"
+
+# -- net.bpf sysctls as they were -------------------------------------------
+if [ ! -f "$STATE/sysctl.orig" ]; then
+    # shellcheck disable=SC2086  # one argument per sysctl name
+    sysctl -e $BPF_SYSCTLS > "$STATE/sysctl.orig"
+    say "recorded $(wc -l < "$STATE/sysctl.orig" | tr -d ' ') net.bpf sysctls in $STATE/sysctl.orig"
+fi
+
+cat > "$STATE/env" <<ENV
+BSDBPF_SRC=$SRC
+BSDBPF_VENV=$VENV
+BSDBPF_TEST_IFNAME=$ifname
+BSDBPF_TEST_PEER=$peer
+BSDBPF_SYSCTL_ORIG=$STATE/sysctl.orig
+ENV
+say "ready: $STATE/env"
