@@ -70,14 +70,15 @@ peer=${ifname%a}b
 for i in "$ifname" "$peer"; do
     # No addresses and no IPv6 autoconfiguration: nothing but the tests' own
     # frames crosses the pair, so counters stay predictable.
-    ifconfig "$i" inet6 ifdisabled -auto_linklocal up
+    ifconfig "$i" inet6 -auto_linklocal ifdisabled
+    ifconfig "$i" up
 done
 say "epair: $ifname (tests capture here) <-> $peer (frames are injected here)"
 
 # -- net.bpf sysctls as they were -------------------------------------------
 if [ ! -f "$STATE/sysctl.orig" ]; then
     # shellcheck disable=SC2086  # one argument per sysctl name
-    sysctl -e $BPF_SYSCTLS > "$STATE/sysctl.orig"
+    sysctl -e -i $BPF_SYSCTLS > "$STATE/sysctl.orig"  # -i: skip any this kernel lacks
     say "recorded $(wc -l < "$STATE/sysctl.orig" | tr -d ' ') net.bpf sysctls in $STATE/sysctl.orig"
 fi
 

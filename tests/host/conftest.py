@@ -14,6 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+try:
+    import hosttraffic  # tests/ is on sys.path (pytest's default import mode)
+except ImportError:  # tests/ is a package
+    from tests import hosttraffic  # type: ignore[no-redef]
+
 ON_FREEBSD_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM") == "host"
 NEEDS_FREEBSD = ("needs FreeBSD's real kernel (BSDBPF_SYSTEM=host on FreeBSD): "
                  "run vagrant/run-tests, see docs/vm.rst")
@@ -32,15 +37,11 @@ def epair() -> tuple[str, str]:
     name = os.environ.get("BSDBPF_TEST_IFNAME")
     if not name:
         pytest.skip("set BSDBPF_TEST_IFNAME to the epair(4) end vagrant/provision.sh made")
-    from hosttraffic import peer_of  # noqa: PLC0415  (tests/ is on sys.path: tests/host is a package)
-
-    return name, os.environ.get("BSDBPF_TEST_PEER") or peer_of(name)
+    return name, os.environ.get("BSDBPF_TEST_PEER") or hosttraffic.peer_of(name)
 
 
 @pytest.fixture
 def traffic(epair: tuple[str, str]) -> Iterator[object]:
     """traffic(ifname, frame, outgoing=False) on the real pair."""
-    from hosttraffic import HostTraffic  # noqa: PLC0415
-
-    with HostTraffic(*epair) as source:
+    with hosttraffic.HostTraffic(*epair) as source:
         yield source

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from bsdbpf._native import ffi, lib
-from hosttraffic import FrameInjector, HostTraffic, NoTrafficSource, peer_of
 
 from bsdbpf.descriptor import Descriptor, Direction
 from bsdbpf.sim import Kernel
 
-from .conftest import ON_FREEBSD_HOST
+from .conftest import ON_FREEBSD_HOST, hosttraffic
+
+FrameInjector, HostTraffic = hosttraffic.FrameInjector, hosttraffic.HostTraffic
+NoTrafficSource, peer_of = hosttraffic.NoTrafficSource, hosttraffic.peer_of
 
 
 class SimPair:
