@@ -71,7 +71,9 @@ for i in "$ifname" "$peer"; do
     # No addresses and no IPv6 autoconfiguration: nothing but the tests' own
     # frames crosses the pair, so counters stay predictable.
     ifconfig "$i" inet6 -auto_linklocal ifdisabled
-    ifconfig "$i" up
+    # epair(4) takes any MTU: jumbo frames let the tests offer frames larger
+    # than a zero-copy buffer, as they do on the simulator.
+    ifconfig "$i" mtu 9000 up
 done
 say "epair: $ifname (tests capture here) <-> $peer (frames are injected here)"
 
