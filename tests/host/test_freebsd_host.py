@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
+from bsdbpf import sysctl as bsdbpf_sysctl
 from bsdbpf.descriptor import Descriptor
 from bsdbpf.errors import ZeroCopyDisabled
 
@@ -53,10 +54,6 @@ def sysctl8(name: str) -> int:
     return int(run("sysctl", "-n", name).stdout.strip())
 
 
-def set_sysctl8(name: str, value: int) -> None:
-    run("sysctl", f"{name}={value}")
-
-
 def until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -79,24 +76,28 @@ def test_sysctl_agrees_with_sysctl8() -> None:
 
 @pytest.mark.zerocopy
 def test_zerocopy_toggled_and_restored(epair: tuple[str, str], traffic: Any) -> None:
-    """With net.bpf.zerocopy_enable=1 a zero-copy descriptor captures over the
-    pair; with 0 it is refused; the original value is back afterwards."""
+    """bsdbpf.sysctl.zerocopy_enabled switches net.bpf.zerocopy_enable for a
+    block: off, a zero-copy descriptor is refused; on, it captures over the
+    pair; afterwards sysctl(8) shows the value from before, even after an error."""
     ifname, _ = epair
     original = sysctl8(ZEROCOPY_ENABLE)
-    try:
-        set_sysctl8(ZEROCOPY_ENABLE, 0)
+    with bsdbpf_sysctl.zerocopy_enabled(False):
+        assert sysctl8(ZEROCOPY_ENABLE) == 0
         with pytest.raises(ZeroCopyDisabled):
             Descriptor.open(ifname, zerocopy=True).close()
-        set_sysctl8(ZEROCOPY_ENABLE, 1)
+    assert sysctl8(ZEROCOPY_ENABLE) == original
+    with bsdbpf_sysctl.zerocopy_enabled(True):
+        assert sysctl8(ZEROCOPY_ENABLE) == 1
         with Descriptor.open(ifname, zerocopy=True, immediate=True) as d:
             assert d.zerocopy
             sent = [frame(i) for i in range(3)]
             for f in sent:
                 traffic(ifname, f)
             got = [bytes(p.data) for p in d.packets(count=3, timeout=WAIT)]
-            assert got == sent
-    finally:
-        set_sysctl8(ZEROCOPY_ENABLE, original)
+        assert got == sent
+    assert sysctl8(ZEROCOPY_ENABLE) == original
+    with pytest.raises(KeyError), bsdbpf_sysctl.zerocopy_enabled(not original):
+        raise KeyError("the block fails")
     assert sysctl8(ZEROCOPY_ENABLE) == original
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bsdbpf._native import ffi, lib
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.descriptor import Descriptor, Direction
 from bsdbpf.sim import Kernel
 
