@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from bsdbpf._native import ffi, lib
-
 from bsdbpf.errors import BPFError
 from bsdbpf.records import parse_records
 

@@ -7,8 +7,8 @@ import errno
 from typing import Any
 
 import pytest
-from bsdbpf._native import lib
 
+from bsdbpf._native import lib
 from bsdbpf.errors import from_errno
 
 from . import SCENARIOS, differences, sim_side
