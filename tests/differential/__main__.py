@@ -1,6 +1,7 @@
 """python3 -m tests.differential [--against sim|host] [SCENARIO...]: print every difference.
 
-Exit status 0 when the two kernels agree on every scenario, 1 otherwise.
+Exit status 0 when the two kernels agree on every scenario, 1 when they do
+not, 2 when a kernel cannot be reached.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}: expected one of {', '.join(SCENARIOS)}")
     other = host_side if args.against == "host" else sim_side
-    found = differences(sim_side, other, args.scenarios or None)
+    try:
+        found = differences(sim_side, other, args.scenarios or None)
+    except (OSError, RuntimeError) as err:  # no kernel or no pair to run on
+        print(f"differential: {err}", file=sys.stderr)
+        return 2
     for name, diffs in found.items():
         for line in report(name, "sim", args.against, diffs):
             print(line)

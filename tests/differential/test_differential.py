@@ -4,6 +4,7 @@ finds (and prints) the ones a perturbed kernel introduces."""
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Any
 
 import pytest
@@ -97,3 +98,11 @@ def test_command_line(capsys: pytest.CaptureFixture[str]) -> None:
                    "0 differences in 2 scenarios"]
     with pytest.raises(SystemExit):
         main(["no such scenario"])
+
+
+@pytest.mark.skipif(sys.platform.startswith("freebsd"), reason="checks the error path off FreeBSD")
+def test_command_line_without_a_host_kernel(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("BSDBPF_TEST_IFNAME", "epair0a")
+    assert main(["--against", "host", "defaults"]) == 2
+    assert capsys.readouterr().err.startswith("differential: traffic source on epair0a: ")
