@@ -18,12 +18,12 @@ import os
 from collections.abc import Iterator
 from typing import Any, Callable
 
+import hosttraffic
 import pytest
 from conftest import sim_kernel
 
 from bsdbpf.system import HostSystem
 
-from . import helpers
 from .helpers import ON_HOST, Bpf, Sysctl, sim_only
 
 
@@ -34,14 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use ``traffic`` or ``kernel`` are simulator-only: say so by a marker."""
+    """Tests that use ``kernel`` are simulator-only: say so by a marker."""
     for item in items:
         if item.get_closest_marker("sim_only") is not None:
             continue
         names = getattr(item, "fixturenames", ())
-        if "traffic" in names:
-            item.add_marker(helpers.INJECTION)
-        elif "kernel" in names:
+        if "kernel" in names:
             item.add_marker(sim_only("needs the simulator's own controls"))
 
 
@@ -127,16 +125,25 @@ def zerocopy(sysctl: Sysctl) -> None:
 
 
 @pytest.fixture
-def traffic(system: Any) -> Callable[..., None]:
+def traffic(system: Any, ifname: str) -> Iterator[Callable[..., None]]:
     """traffic(ifname, frame, outgoing=False): offer one frame to the interface's taps;
-    returns once every descriptor has seen it."""
-    if ON_HOST:
-        pytest.skip("real kernel: packet injection is a facility of the simulator")
+    returns once every descriptor has seen it.  On the real kernel the frame
+    crosses the epair(4) pair (tests/hosttraffic.py), set up before the test's
+    own descriptors."""
+    if not ON_HOST:
+        def inject(name: str, frame: bytes, outgoing: bool = False) -> None:
+            system.inject(name, frame, outgoing=outgoing)
 
-    def inject(ifname: str, frame: bytes, outgoing: bool = False) -> None:
-        system.inject(ifname, frame, outgoing=outgoing)
+        yield inject
+        return
+    with hosttraffic.HostTraffic(ifname) as source:
+        def inject_host(name: str, frame: bytes, outgoing: bool = False) -> None:
+            try:
+                source(name, frame, outgoing)
+            except hosttraffic.NoTrafficSource as err:
+                pytest.skip(f"real kernel: {err}")
 
-    return inject
+        yield inject_host
 
 
 @pytest.fixture
