@@ -175,21 +175,16 @@ uint32_t bsdbpf_filter_mbuf(const struct bpf_insn *, const unsigned char *, uint
                             uint32_t);
 """
 
-SIM = (HERE / "sim_engine.h").read_text()
-# The engine header is C; cffi needs it without preprocessor lines and with
-# the private part of its structs left to the compiler.
-SIM_CDEF = "\n".join(
-    re.sub(r"^#define (\w+) .*", r"#define \1 ...", line)
-    for line in SIM.splitlines()
-    if not line.startswith(("#include", "#ifndef", "#endif", "#define BSDBPF_SIM_ENGINE_H"))
-)
+# The engine's public header is valid cdef as it stands.
+SIM_CDEF = (HERE / "sim_engine.h").read_text()
+SIM_SOURCES = ["sim_capture.c", "sim_kernel.c", "sim_user.c", "sim_traffic.c"]
 
 PRELUDE = f"""
 #define BSDBPF_PACKAGE_VERSION_STR "{VERSION}"
 #include "bsdbpf_abi.h"
 #include "helpers.h"
 #include "bpf_filter.h"
-#include "sim_engine.h"
+#include "sim_engine_priv.h"
 #include <fcntl.h>
 #include <unistd.h>
 #include <errno.h>
@@ -237,7 +232,7 @@ def build_ffi() -> FFI:
     ffi.set_source(
         "bsdbpf._native",
         PRELUDE,
-        sources=[f"csrc/{name}" for name in ("helpers.c", "bpf_filter.c", "sim_engine.c")],
+        sources=[f"csrc/{name}" for name in ("helpers.c", "bpf_filter.c", *SIM_SOURCES)],
         include_dirs=["csrc"],
         extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         libraries=[] if is_freebsd else ["pthread"],

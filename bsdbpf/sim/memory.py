@@ -8,7 +8,7 @@ import ctypes
 import mmap
 import os
 
-__all__ = ["is_mapped"]
+__all__ = ["in_one_shared_mapping", "is_mapped"]
 
 MAPS = "/proc/self/maps"
 
@@ -41,6 +41,15 @@ def is_mapped(addr: int, length: int, *, write: bool) -> bool:
         if addr >= end:
             return True
     return False
+
+
+def in_one_shared_mapping(addr: int, length: int) -> bool:
+    """True if [addr, addr+length) lies in one MAP_SHARED mapping: one object
+    the simulator can map a second time (see csrc/sim_user.c)."""
+    if not os.path.exists(MAPS):
+        return False
+    return any(start <= addr and addr + length <= stop and perms[3:4] == "s"
+               for start, stop, perms in _regions())
 
 
 def _mapped_by_msync(addr: int, length: int) -> bool:
