@@ -530,11 +530,13 @@ def test_locked_fionbio_flag_still_toggled(bpf, ifname):
 
 def test_generic_fioclex_never_reaches_bpf(bpf, ifname):
     """§b: FIOCLEX/FIONCLEX are handled by the generic layer and never reach bpf,
-    so they work even on a locked descriptor."""
+    so they work even on a locked descriptor: they set and clear close-on-exec."""
     fd = attached(bpf, ifname)
     bpf.ioctl(fd, lib.BIOCLOCK)
-    bpf.ioctl(fd, lib.FIOCLEX)
     bpf.ioctl(fd, lib.FIONCLEX)
+    assert os.get_inheritable(fd)
+    bpf.ioctl(fd, lib.FIOCLEX)
+    assert not os.get_inheritable(fd)
 
 
 # -- the generic layer -------------------------------------------------------------------------
