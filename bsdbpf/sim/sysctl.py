@@ -70,9 +70,8 @@ def xbpf_records(entries: Iterable[tuple[Any, str, int]]) -> bytes:
     for rec, (st, ifname, pid) in zip(records, entries):
         rec.bd_structsize = XBPF_SIZE
         rec.bd_promisc, rec.bd_immediate = st.promisc, int(st.immediate != 0)
-        rec.bd_hdrcmplt, rec.bd_direction, rec.bd_feedback = st.hdrcmplt, st.direction, \
-            st.feedback
-        rec.bd_async = st.fasync
+        rec.bd_hdrcmplt, rec.bd_direction = st.hdrcmplt, st.direction
+        rec.bd_feedback, rec.bd_async = st.feedback, st.fasync
         rec.bd_rcount, rec.bd_dcount, rec.bd_fcount = st.rcount, st.dcount, st.fcount
         rec.bd_sig, rec.bd_slen, rec.bd_bufsize = st.sig, st.slen, st.bufsize
         rec.bd_hlen = st.hlen if st.has_hbuf else 0
