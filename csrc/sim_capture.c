@@ -181,6 +181,11 @@ int bsdbpf_sim_setzbuf(struct bsdbpf_sim_d *d, void *a, void *b, size_t buflen,
     void *addrs[2] = {a, b};
     int shared[2] = {a_shared, b_shared};
     void *maps[2];
+    uintptr_t ua = (uintptr_t)a, ub = (uintptr_t)b;
+    /* A private bufa overlapping bufb is a memfd by the time bufb is mapped:
+     * copy bufb too rather than alias past the end of that memfd. */
+    if (!a_shared && ua < ub + buflen && ub < ua + buflen)
+        shared[1] = 0;
     for (int i = 0; i < 2; i++) {
         maps[i] = sim_zbuf_map(addrs[i], buflen, shared[i]);
         if (maps[i] == NULL) {
@@ -497,7 +502,7 @@ int64_t bsdbpf_sim_read(struct bsdbpf_sim_d *d, void *buf, size_t len, int nonbl
 int bsdbpf_sim_write(struct bsdbpf_sim_d *d, const void *buf, size_t len)
 {
     struct bsdbpf_sim_if *ifp;
-    unsigned char *frame;
+    unsigned char *frame = NULL;
     int feedback, inout, err = 0;
     uint32_t hlen;
 
@@ -519,8 +524,16 @@ int bsdbpf_sim_write(struct bsdbpf_sim_d *d, const void *buf, size_t len)
             err = EIO;
         else if (len < hlen || len - hlen > ifp->mtu)
             err = EMSGSIZE;
-        else if (bsdbpf_filter(d->wfilter, buf, (uint32_t)len, (uint32_t)len) == 0)
-            err = EPERM;
+        else if ((frame = malloc(len)) == NULL)
+            err = ENOBUFS;
+        else {
+            /* bpf_movein() copies the frame in, then filters its copy. */
+            memcpy(frame, buf, len);
+            if (bsdbpf_filter(d->wfilter, frame, (uint32_t)len, (uint32_t)len) == 0) {
+                free(frame);
+                err = EPERM;
+            }
+        }
     }
     if (err != 0) {
         d->wdcount++;
@@ -530,12 +543,6 @@ int bsdbpf_sim_write(struct bsdbpf_sim_d *d, const void *buf, size_t len)
     d->wfcount++;
     feedback = d->feedback;
     inout = d->direction == BPF_D_INOUT;
-    frame = malloc(len);
-    if (frame == NULL) {
-        pthread_mutex_unlock(&d->mtx);
-        return -ENOBUFS;
-    }
-    memcpy(frame, buf, len);
     if (ifp->dlt == DLT_EN10MB && !d->hdrcmplt)
         memcpy(frame + 6, ifp->lladdr, 6);   /* the interface's source address */
     pthread_mutex_unlock(&d->mtx);

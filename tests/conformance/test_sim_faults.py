@@ -227,6 +227,29 @@ print("ok" if seen and st.bs_recv == 301 and untouched else
     assert (status, out) == (0, "ok")
 
 
+@INJECTION
+def test_one_private_mapping_as_both_buffers():
+    """The same private pages given as bufa and bufb: the simulator's second
+    mapping must not run past the first one's end (it would raise SIGBUS)."""
+    status, out = run_isolated('''
+system.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, sys.byteorder))
+zfd = system.open("/dev/bpf", os.O_RDWR)
+system.ioctl(zfd, lib.BIOCSETBUFMODE, ffi.new("u_int *", lib.BPF_BUFMODE_ZBUF))
+m = mmap.mmap(-1, 3 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+p = ffi.from_buffer(m)
+bz = ffi.new("struct bpf_zbuf *")
+bz.bz_bufa, bz.bz_bufb, bz.bz_buflen = p, p + 4096, 8192   # overlapping by a page
+system.ioctl(zfd, lib.BIOCSETZBUF, bz)
+system.ioctl(zfd, lib.BIOCSETIF, ifr)
+for _ in range(300):
+    system.inject(ifname, b"\\xff" * 12 + b"\\x88\\xb5" + bytes(46))
+st = ffi.new("struct bpf_stat *")
+system.ioctl(zfd, lib.BIOCGSTATS, st)
+print("ok" if st.bs_recv == 300 else st.bs_recv)
+''')
+    assert (status, out) == (0, "ok")
+
+
 def test_buffer_below_a_record_header_drops(kernel, bpf, sysctl, ifname, traffic):
     """net.bpf.maxbufsize under a record header used to underflow caplen and
     corrupt the heap; the simulator drops such packets (FreeBSD would panic)."""
