@@ -122,7 +122,8 @@ void sim_worker_destroy(struct worker *);
 void *sim_zbuf_map(void *uaddr, size_t len, int shared);  /* NULL + errno on failure */
 void sim_zbuf_unmap(void *map, size_t len);
 
-/* clocks (sim_kernel.c) */
+/* sim_kernel.c: threads and clocks */
+int sim_thread_create(pthread_t *thread, void *(*main)(void *), void *arg);
 int64_t sim_coarse_monotonic_ns(void);
 struct bintime sim_ns_to_bintime(int64_t ns);
 void sim_abs_timespec(int64_t ns, struct timespec *ts);

@@ -49,6 +49,19 @@ void sim_abs_timespec(int64_t ns, struct timespec *ts)
     ts->tv_nsec = (long)(ns % NS);
 }
 
+/* Engine threads block every signal, so signals (the simulator's own SIGIO
+ * among them) interrupt the interpreter's threads, never the packet path. */
+int sim_thread_create(pthread_t *thread, void *(*main)(void *), void *arg)
+{
+    sigset_t all, old;
+    int rc;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(thread, NULL, main, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 static void monotonic_cond_init(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
@@ -419,11 +432,11 @@ struct bsdbpf_sim_kernel *bsdbpf_sim_kernel_new(void)
     monotonic_cond_init(&k->donecv);
     k->qtail = &k->qhead;
     k->boottime = boottime_now();
-    if (pthread_create(&k->packet_thread, NULL, packet_main, k) != 0) {
+    if (sim_thread_create(&k->packet_thread, packet_main, k) != 0) {
         kernel_destroy(k);
         return NULL;
     }
-    if (pthread_create(&k->clock_thread, NULL, clock_main, k) != 0) {
+    if (sim_thread_create(&k->clock_thread, clock_main, k) != 0) {
         stop_packet_thread(k);
         kernel_destroy(k);
         return NULL;

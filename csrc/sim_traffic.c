@@ -106,7 +106,7 @@ static int worker_start(struct worker *w, void *(*main)(void *), void *arg)
     __atomic_store_n(&w->offered, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&w->error, 0, __ATOMIC_RELAXED);
     pthread_mutex_lock(&w->lock);
-    if (pthread_create(&w->thread, NULL, main, arg) != 0) {
+    if (sim_thread_create(&w->thread, main, arg) != 0) {
         pthread_mutex_unlock(&w->lock);
         return -EAGAIN;
     }
