@@ -1,28 +1,45 @@
-"""What the test files share: a fresh simulated kernel, frame builders, a recording System.
+"""What the test files share: the system under test, a simulated kernel, frame builders,
+a recording System.
 
-Fixtures: ``kernel`` (a fresh :class:`bsdbpf.sim.Kernel` as root with
-``em0``, ``lo0`` and ``multi0``, shut down after the test), ``system`` (the
-same kernel, seen through the System seam) and ``rec`` (a :class:`Recorder`
-over it).  A test file that needs another kernel overrides ``kernel`` with
-:func:`sim_kernel`.  Builders and the recorder are imported from here
-(``from conftest import ether_frame``); the conformance suite has its own
-fixtures in ``tests/conformance/conftest.py``, built on :func:`sim_kernel`.
+Fixtures: ``system`` (the System under test: :class:`bsdbpf.system.HostSystem`
+with ``BSDBPF_SYSTEM=host`` on FreeBSD, run as root; elsewhere the test's
+``kernel``), ``kernel`` (a fresh :class:`bsdbpf.sim.Kernel` as root with
+``em0``, ``lo0`` and ``multi0``, shut down after the test), ``ifname`` (an
+Ethernet interface: ``em0``, or ``BSDBPF_TEST_IFNAME`` on FreeBSD),
+``traffic`` (``traffic(ifname, frame, outgoing=False)``: the simulator's
+``inject``, or frames across the epair(4) pair on FreeBSD, see
+``tests/hosttraffic.py``) and ``rec`` (a :class:`Recorder` over the kernel).
+A test file that needs another kernel overrides ``kernel`` with
+:func:`sim_kernel`; ``system`` follows it.
+
+Tests that use ``kernel`` need the simulator itself: they are marked
+``sim_only`` and skipped, with the reason, on FreeBSD's real kernel, as is any
+test marked ``sim_only(reason)`` by hand.  Builders and the recorder are
+imported from here (``from conftest import ether_frame``); the conformance
+suite adds its own fixtures in ``tests/conformance/conftest.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
+import hosttraffic
 import pytest
 
 from bsdbpf import raw
 from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel
-from bsdbpf.system import System
+from bsdbpf.system import HostSystem, System
+
+#: FreeBSD's real kernel is under test (``BSDBPF_SYSTEM=host`` on FreeBSD).
+ON_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM") == "host"
+#: Why a test that uses the ``kernel`` fixture cannot run on the real kernel.
+USES_SIMULATOR = "uses the simulated kernel itself (the kernel fixture), not the System seam"
 
 SEQ = struct.Struct(">Q")
 ETHERTYPE = 0x88B5  # IEEE local experimental
@@ -54,6 +71,32 @@ def sim_kernel(*interfaces: str, zerocopy: bool = False, uid: int = 0) -> Iterat
         k.shutdown()
 
 
+def sim_only(reason: str) -> Any:
+    """A test that needs a facility of the simulator: skipped on FreeBSD's real
+    kernel (only there), saying why."""
+    return pytest.mark.sim_only(reason=reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sim_only(reason): needs a facility of the simulator; skipped on the "
+                   "real kernel with the reason given")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use ``kernel`` are simulator-only: say so by a marker."""
+    for item in items:
+        if item.get_closest_marker("sim_only") is None and "kernel" in getattr(
+                item, "fixturenames", ()):
+            item.add_marker(sim_only(USES_SIMULATOR))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    mark = item.get_closest_marker("sim_only")
+    if mark is not None and ON_HOST:
+        pytest.skip(f"real kernel: {mark.kwargs.get('reason', 'simulator only')}")
+
+
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
     """A fresh simulated kernel as root, with em0, lo0 and multi0."""
@@ -62,9 +105,57 @@ def kernel() -> Iterator[Kernel]:
 
 
 @pytest.fixture
-def system(kernel: Kernel) -> System:
-    """The test's kernel through the System seam only."""
+def system(request: pytest.FixtureRequest) -> System:
+    """The System under test: FreeBSD's kernel, or the test's simulated ``kernel``
+    (looked up only here, so that a test using ``system`` alone is not
+    simulator-only)."""
+    if ON_HOST:
+        if os.geteuid() != 0:
+            pytest.skip("real kernel: /dev/bpf is root:wheel 0600, run the suite as root")
+        return HostSystem()
+    kernel: Kernel = request.getfixturevalue("kernel")
     return kernel
+
+
+def interface(simulated: str, variable: str, wanted: str) -> str:
+    """``simulated`` on the simulator; on the real kernel the interface the
+    environment ``variable`` names, or a skip asking for ``wanted``."""
+    if not ON_HOST:
+        return simulated
+    name = os.environ.get(variable)
+    if not name:
+        pytest.skip(f"real kernel: set {variable} to {wanted}")
+    return name
+
+
+@pytest.fixture
+def ifname() -> str:
+    """An Ethernet interface with a BPF tap; on FreeBSD the capture end of the
+    epair(4) pair, where ``traffic`` can inject."""
+    return interface("em0", "BSDBPF_TEST_IFNAME",
+                     "an Ethernet interface (the epair(4) end vagrant/provision.sh creates)")
+
+
+@pytest.fixture
+def traffic(system: Any, ifname: str) -> Iterator[Callable[..., None]]:
+    """traffic(ifname, frame, outgoing=False): offer one frame to the interface's
+    taps; returns once every descriptor has seen it.  On the real kernel the
+    frame crosses the epair(4) pair (tests/hosttraffic.py), whose descriptors
+    are set up before the test's own; another interface skips the test."""
+    if not ON_HOST:
+        def inject(name: str, frame: bytes, outgoing: bool = False) -> None:
+            system.inject(name, frame, outgoing=outgoing)
+
+        yield inject
+        return
+    with hosttraffic.HostTraffic(ifname) as source:
+        def inject_host(name: str, frame: bytes, outgoing: bool = False) -> None:
+            try:
+                source(name, frame, outgoing)
+            except hosttraffic.NoTrafficSource as err:
+                pytest.skip(f"real kernel: {err}")
+
+        yield inject_host
 
 
 # -- frames -------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Fixtures of the conformance suite: one body per test, run on either kernel.
 
+``system``, ``kernel``, ``ifname`` and ``traffic`` come from ``tests/conftest.py``:
+
 * ``BSDBPF_SYSTEM=host`` on FreeBSD (as root): ``system`` is
-  :class:`bsdbpf.system.HostSystem` and the interface comes from
-  ``BSDBPF_TEST_IFNAME`` (a quiet, up Ethernet interface such as an epair(4)
-  end, so that counters stay predictable;
-  ``BSDBPF_TEST_IFNAME_MULTI`` names one offering several DLTs, ``lo0`` is the
-  DLT_NULL one).  Tests marked ``sim_only`` are skipped there, with the reason.
+  :class:`bsdbpf.system.HostSystem`, the interface comes from
+  ``BSDBPF_TEST_IFNAME`` (the capture end of a quiet, up epair(4) pair, so
+  that counters stay predictable; ``traffic`` injects through its peer),
+  ``BSDBPF_TEST_IFNAME_MULTI`` names one offering several DLTs and ``lo0`` is
+  the DLT_NULL one.  Tests marked ``sim_only`` (and those using ``kernel``)
+  are skipped there, with the reason.
 * Anywhere else: a fresh :class:`bsdbpf.sim.Kernel` per test with ``em0``
   (Ethernet), ``lo0`` (DLT_NULL, MTU 16384) and ``multi0`` (Ethernet + DLT_RAW),
   shut down after the test.
@@ -18,66 +21,10 @@ import os
 from collections.abc import Iterator
 from typing import Any, Callable
 
-import hosttraffic
 import pytest
-from conftest import sim_kernel
+from conftest import interface
 
-from bsdbpf.system import HostSystem
-
-from .helpers import ON_HOST, Bpf, Sysctl, sim_only
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "sim_only(reason): needs a facility of the simulator; skipped on the "
-                   "real kernel with the reason given")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use ``kernel`` are simulator-only: say so by a marker."""
-    for item in items:
-        if item.get_closest_marker("sim_only") is not None:
-            continue
-        names = getattr(item, "fixturenames", ())
-        if "kernel" in names:
-            item.add_marker(sim_only("needs the simulator's own controls"))
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    mark = item.get_closest_marker("sim_only")
-    if mark is not None and ON_HOST:
-        pytest.skip(f"real kernel: {mark.kwargs.get('reason', 'simulator only')}")
-
-
-@pytest.fixture
-def system() -> Iterator[Any]:
-    """The System under test: FreeBSD's kernel, or a fresh simulated one."""
-    if ON_HOST:
-        if os.geteuid() != 0:
-            pytest.skip("real kernel: /dev/bpf is root:wheel 0600, run the suite as root")
-        yield HostSystem()
-        return
-    with sim_kernel() as k:  # em0, lo0 and multi0, as the suite's docstring says
-        yield k
-
-
-@pytest.fixture
-def kernel(system: Any) -> Any:
-    """The simulated kernel itself (its helpers beyond the System seam)."""
-    if ON_HOST:
-        pytest.skip("real kernel: needs the simulator's own controls")
-    return system
-
-
-@pytest.fixture
-def ifname() -> str:
-    """An Ethernet interface with a BPF tap."""
-    if ON_HOST:
-        name = os.environ.get("BSDBPF_TEST_IFNAME")
-        if not name:
-            pytest.skip("real kernel: set BSDBPF_TEST_IFNAME to an Ethernet interface")
-        return name
-    return "em0"
+from .helpers import ON_HOST, Bpf, Sysctl
 
 
 @pytest.fixture
@@ -89,13 +36,7 @@ def null_ifname() -> str:
 @pytest.fixture
 def multi_ifname() -> str:
     """An interface offering DLT_EN10MB and another DLT."""
-    if ON_HOST:
-        name = os.environ.get("BSDBPF_TEST_IFNAME_MULTI")
-        if not name:
-            pytest.skip("real kernel: set BSDBPF_TEST_IFNAME_MULTI to an interface with "
-                        "several DLTs")
-        return name
-    return "multi0"
+    return interface("multi0", "BSDBPF_TEST_IFNAME_MULTI", "an interface with several DLTs")
 
 
 @pytest.fixture
@@ -122,28 +63,6 @@ def sysctl(system: Any) -> Iterator[Sysctl]:
 def zerocopy(sysctl: Sysctl) -> None:
     """net.bpf.zerocopy_enable=1 for this test."""
     sysctl.set("net.bpf.zerocopy_enable", 1)
-
-
-@pytest.fixture
-def traffic(system: Any, ifname: str) -> Iterator[Callable[..., None]]:
-    """traffic(ifname, frame, outgoing=False): offer one frame to the interface's taps;
-    returns once every descriptor has seen it.  On the real kernel the frame
-    crosses the epair(4) pair (tests/hosttraffic.py), set up before the test's
-    own descriptors."""
-    if not ON_HOST:
-        def inject(name: str, frame: bytes, outgoing: bool = False) -> None:
-            system.inject(name, frame, outgoing=outgoing)
-
-        yield inject
-        return
-    with hosttraffic.HostTraffic(ifname) as source:
-        def inject_host(name: str, frame: bytes, outgoing: bool = False) -> None:
-            try:
-                source(name, frame, outgoing)
-            except hosttraffic.NoTrafficSource as err:
-                pytest.skip(f"real kernel: {err}")
-
-        yield inject_host
 
 
 @pytest.fixture

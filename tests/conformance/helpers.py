@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from conftest import ON_HOST, sim_only
 
 from bsdbpf import raw
 from bsdbpf._abi import request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError
 
-ON_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM") == "host"
 ON_SIM = not ON_HOST
 LP64 = ffi.sizeof("long") == 8
 PAGE = 4096
@@ -40,14 +40,7 @@ ETHERTYPE = 0x88B5  # IEEE local experimental: harmless on a real wire
 WAIT = 5.0  # generous deadline for "eventually" (never a sleep)
 
 
-def sim_only(reason: str) -> Any:
-    """Skip on FreeBSD's real kernel (only there), saying why."""
-    return pytest.mark.sim_only(reason=reason)
-
-
 _SIM_ONLY = {
-    "INJECTION": "needs packet injection (kernel.inject), a facility of the simulator; the "
-                 "real kernel would need a traffic source on BSDBPF_TEST_IFNAME",
     "IFACE_DEPARTURE": "needs an interface to depart (kernel.remove_interface); on the "
                        "real kernel this would destroy a cloned interface",
     "WOULD_PANIC": "FreeBSD's kernel would dereference NULL and panic",
@@ -55,7 +48,7 @@ _SIM_ONLY = {
 
 
 def __getattr__(name: str) -> Any:
-    """INJECTION, IFACE_DEPARTURE, WOULD_PANIC: sim_only marks, made on first use
+    """IFACE_DEPARTURE, WOULD_PANIC: sim_only marks, made on first use
     (after conftest.py registered the marker)."""
     if name in _SIM_ONLY:
         return sim_only(_SIM_ONLY[name])
@@ -492,16 +485,37 @@ def stats_record(system: Any, ifname: str) -> Any:
     return recs[0]
 
 
-ISOLATED_PREAMBLE = '''
+ISOLATED_SYSTEM = '''
 import errno, mmap, os, sys
 from bsdbpf._native import ffi, lib
-if os.environ.get("BSDBPF_SYSTEM") == "host" and sys.platform.startswith("freebsd"):
+HOST = os.environ.get("BSDBPF_SYSTEM") == "host" and sys.platform.startswith("freebsd")
+if HOST:
     from bsdbpf.system import HostSystem
     system, ifname = HostSystem(), os.environ["BSDBPF_TEST_IFNAME"]
 else:
     from bsdbpf.sim import Kernel
     system, ifname = Kernel(uid=0), "em0"
     system.add_interface("em0")
+'''
+
+# Set up before any descriptor of the child: on the real kernel the pair's
+# witness must be the interface's oldest descriptor (see tests/hosttraffic.py).
+ISOLATED_TRAFFIC = f'''
+if HOST:
+    import atexit
+    sys.path.insert(0, "tests")
+    import hosttraffic
+    source = hosttraffic.HostTraffic(ifname)
+    atexit.register(source.close)
+    def inject(frame):
+        source(ifname, frame)
+else:
+    def inject(frame):
+        system.inject(ifname, frame)
+FRAME = {eth_frame(60)!r}
+'''
+
+ISOLATED_DESCRIPTOR = '''
 fd = system.open("/dev/bpf", os.O_RDWR)
 ifr = ffi.new("struct ifreq *")
 ifr.ifr_name = ifname.encode()
@@ -516,13 +530,17 @@ def report(call):
 '''
 
 
-def run_isolated(code: str) -> tuple[int, str]:
-    """Run ``code`` after ISOLATED_PREAMBLE (``system``, ``ifname``, an attached
-    ``fd``, ``report``) in a child interpreter, so that a simulator touching bad
-    memory crashes the child, not the suite.  Returns (exit status, stdout)."""
+def run_isolated(code: str, traffic: bool = False) -> tuple[int, str]:
+    """Run ``code`` in a child interpreter, after a preamble giving it ``system``,
+    ``ifname``, an attached ``fd`` and ``report``; with ``traffic``, also
+    ``inject(frame)`` (returns once every descriptor on ``ifname`` has seen the
+    frame, on either kernel) and ``FRAME``, a 60-byte Ethernet frame.  A
+    simulator touching bad memory crashes the child, not the suite.  Returns
+    (exit status, stdout)."""
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.run([sys.executable, "-c", ISOLATED_PREAMBLE + code], cwd=root, env=env,
+    preamble = ISOLATED_SYSTEM + (ISOLATED_TRAFFIC if traffic else "") + ISOLATED_DESCRIPTOR
+    proc = subprocess.run([sys.executable, "-c", preamble + code], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     return proc.returncode, proc.stdout.strip()

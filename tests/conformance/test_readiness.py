@@ -20,7 +20,6 @@ from bsdbpf._native import ffi, lib
 
 from .helpers import (
     IFACE_DEPARTURE,
-    INJECTION,
     PAGE,
     RET_K,
     WAIT,
@@ -111,7 +110,6 @@ def test_attached_writable(bpf, ifname):
     assert w == [fd]
 
 
-@INJECTION
 def test_immediate_readable_after_one_packet(bpf, ifname, traffic, readable):
     """§e bpf_ready (b): immediate and slen ≠ 0 → readable after one packet; reading
     it makes the descriptor not readable again."""
@@ -123,7 +121,6 @@ def test_immediate_readable_after_one_packet(bpf, ifname, traffic, readable):
     assert not readable(fd, SHORT)
 
 
-@INJECTION
 def test_without_immediate_readable_after_rotation(bpf, ifname, traffic, readable):
     """§e bpf_ready (a): without immediate, readable only once a rotation made a
     non-empty hold buffer."""
@@ -137,7 +134,6 @@ def test_without_immediate_readable_after_rotation(bpf, ifname, traffic, readabl
     assert not readable(fd, SHORT)
 
 
-@INJECTION
 def test_wakes_a_waiting_poller(bpf, ifname, traffic, readable):
     """§e Wakeups: a packet in immediate mode wakes a poller that is already waiting."""
     fd = attached(bpf, ifname, immediate=True)
@@ -149,7 +145,6 @@ def test_wakes_a_waiting_poller(bpf, ifname, traffic, readable):
         sender.join(WAIT)
 
 
-@INJECTION
 def test_timeout_makes_readable(bpf, ifname, traffic, readable):
     """§e poll: with bd_rtout > 0 a poller that finds nothing to read starts the
     timeout; when it fires (TIMED_OUT) a descriptor with data becomes readable."""
@@ -172,7 +167,6 @@ def test_departure_makes_readable(bpf, kernel, ifname, readable):
 
 # -- zero-copy ------------------------------------------------------------------------------
 
-@INJECTION
 def test_zbuf_readable_while_unacked(bpf, zerocopy, ifname, traffic, readable):
     """§e bpf_ready (a) in ZBUF mode: readable while a non-empty hold buffer exists that
     the user has not acknowledged; an acknowledgement made only by a release store
@@ -186,7 +180,6 @@ def test_zbuf_readable_while_unacked(bpf, zerocopy, ifname, traffic, readable):
     assert until(lambda: not readable(fd, 0), 0.1), "the ack did not clear readability"
 
 
-@INJECTION
 def test_zbuf_readable_after_buffer_full(bpf, zerocopy, ifname, traffic, readable):
     """§f step 5b / §e bpf_ready: a rotation caused by a full store hands the
     buffer over and wakes pollers — readable without BIOCROTZBUF."""
@@ -199,7 +192,6 @@ def test_zbuf_readable_after_buffer_full(bpf, zerocopy, ifname, traffic, readabl
     assert a.user_owned()
 
 
-@INJECTION
 def test_zbuf_immediate_readable_with_store_data(bpf, zerocopy, ifname, traffic, readable):
     """§f "Read timeout / immediate in ZBUF mode": BIOCIMMEDIATE makes the descriptor
     readable as soon as slen ≠ 0 (the consumer then calls BIOCROTZBUF)."""
@@ -214,7 +206,6 @@ def test_zbuf_immediate_readable_with_store_data(bpf, zerocopy, ifname, traffic,
     assert until(lambda: not readable(fd, 0), 0.1)
 
 
-@INJECTION
 def test_zbuf_timeout_makes_readable(bpf, zerocopy, ifname, traffic, readable):
     """§f "Read timeout / immediate in ZBUF mode": a BIOCSRTIMEOUT value works with
     select/poll the same way (TIMED_OUT makes slen ≠ 0 readable)."""
@@ -251,7 +242,6 @@ def async_descriptor(bpf, immediate=False):
     return fd
 
 
-@INJECTION
 def test_async_signal_on_wakeup(bpf, ifname, traffic):
     """§e Wakeups: each wakeup also sends bd_sig (BIOCSRSIG) to the owner (FIOSETOWN)
     when async (FIOASYNC) is on; nothing is sent with async off."""
@@ -267,7 +257,6 @@ def test_async_signal_on_wakeup(bpf, ifname, traffic):
         assert until(got.is_set, WAIT)
 
 
-@INJECTION
 def test_no_signal_on_rotzbuf(bpf, zerocopy, ifname, traffic):
     """§e Wakeups / §e BIOCROTZBUF: BIOCROTZBUF rotates without a wakeup, so no signal
     is sent to an async owner."""

@@ -21,7 +21,6 @@ from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError
 
 from .helpers import (
-    INJECTION,
     PAGE,
     WAIT,
     eth_frame,
@@ -75,7 +74,9 @@ def test_owner_outside_the_session_is_eperm(bpf):
     assert bpf.get_int(fd, lib.FIOGETOWN) == 0
 
 
-def test_signals_never_reach_another_process(kernel, bpf, ifname, traffic):
+@sim_only("the simulator's promise: it signals only the process it runs in, where FreeBSD "
+          "would deliver the SIGTERM to the sibling")
+def test_signals_never_reach_another_process(bpf, ifname, traffic):
     """An owner in the caller's session is accepted, as FreeBSD does, but the
     simulator signals only the process it runs in: a sibling whose SIGTERM
     would end it lives on through many wakeups."""
@@ -97,7 +98,6 @@ def test_signals_never_reach_another_process(kernel, bpf, ifname, traffic):
         sibling.wait()
 
 
-@INJECTION
 def test_sigio_default_is_ignored_as_on_freebsd():
     """FreeBSD ignores SIGIO unless the process catches it; Linux's default would
     end the interpreter.  With a handler, the signal arrives."""
@@ -106,13 +106,12 @@ import signal, threading
 system.ioctl(fd, lib.FIOSETOWN, ffi.new("int *", os.getpid()))
 system.ioctl(fd, lib.FIOASYNC, ffi.new("int *", 1))
 system.ioctl(fd, lib.BIOCIMMEDIATE, ffi.new("u_int *", 1))
-frame = b"\\xff" * 12 + b"\\x88\\xb5" + bytes(46)
-system.inject(ifname, frame)          # SIG_DFL: discarded
+inject(FRAME)                         # SIG_DFL: discarded
 got = threading.Event()
 signal.signal(signal.SIGIO, lambda *_: got.set())
-system.inject(ifname, frame)          # caught
+inject(FRAME)                         # caught
 print("ok" if got.wait(5) else "no signal")
-''')
+''', traffic=True)
     assert (status, out) == (0, "ok")
 
 
@@ -157,7 +156,6 @@ report(lambda: system.ioctl(fd, lib.BIOCGSTATS, ffi.cast("struct bpf_stat *", 40
     assert (status, out.splitlines()) == (0, ["BadAddress EFAULT"] * 3)
 
 
-@INJECTION
 def test_setf_validates_its_own_copy():
     """BIOCSETF copies the program in before validating it: a thread flipping an
     instruction between valid and invalid can never install the invalid one."""
@@ -176,7 +174,6 @@ def flip():
         insns[0].code = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
 t = threading.Thread(target=flip)
 t.start()
-frame = b"\\xff" * 12 + b"\\x88\\xb5" + bytes(46)
 installed = 0
 for _ in range(2000):
     try:
@@ -184,19 +181,19 @@ for _ in range(2000):
     except OSError:
         continue
     installed += 1
-    system.inject(ifname, frame)
+    inject(FRAME)
 stop = True
 t.join()
 print("ok" if installed else "never installed")
-''')
+''', traffic=True)
     assert (status, out) == (0, "ok")
 
 
-@INJECTION
 @pytest.mark.parametrize("flags", ["shared", "private"])
-def test_unmapped_zero_copy_buffers_stay_the_kernels(flags):
+def test_unmapped_zero_copy_buffers_stay_the_kernels(flags, zerocopy):
     """FreeBSD wires registered buffers: unmapping them leaves the kernel writing
-    into its pages, not into whatever the process maps there next (it crashed)."""
+    into its pages, not into whatever the process maps there next (it crashed).
+    (``zerocopy`` puts the real kernel's sysctl back after the child set it.)"""
     mapping = ("mmap.mmap(-1, 4096)" if flags == "shared" else
                "mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)")
     status, out = run_isolated(f'''
@@ -209,25 +206,25 @@ bz = ffi.new("struct bpf_zbuf *")
 bz.bz_bufa, bz.bz_bufb, bz.bz_buflen = ptrs[0], ptrs[1], 4096
 system.ioctl(zfd, lib.BIOCSETZBUF, bz)
 system.ioctl(zfd, lib.BIOCSETIF, ifr)
-frame = b"\\xff" * 12 + b"\\x88\\xb5" + bytes(46)
-system.inject(ifname, frame)
-seen = frame in bytes(maps[0])                    # written where the process sees it
+inject(FRAME)
+seen = FRAME in bytes(maps[0])                    # written where the process sees it
 for p, m in zip(ptrs, maps):
     ffi.release(p)
     m.close()
 fresh = [mmap.mmap(-1, 4096) for _ in range(4)]   # may land where the buffers were
 for _ in range(300):
-    system.inject(ifname, frame)
+    inject(FRAME)
 st = ffi.new("struct bpf_stat *")
 system.ioctl(zfd, lib.BIOCGSTATS, st)
 untouched = all(not any(m[:]) for m in fresh)
 print("ok" if seen and st.bs_recv == 301 and untouched else
       f"seen={{seen}} recv={{st.bs_recv}} untouched={{untouched}}")
-''')
+''', traffic=True)
     assert (status, out) == (0, "ok")
 
 
-@INJECTION
+@sim_only("checks how the simulator maps zero-copy buffers (its internals): overlapping "
+          "ones once ran past the end of its mapping")
 def test_one_private_mapping_as_both_buffers():
     """The same private pages given as bufa and bufb: the simulator's second
     mapping must not run past the first one's end (it would raise SIGBUS)."""
@@ -242,15 +239,16 @@ bz.bz_bufa, bz.bz_bufb, bz.bz_buflen = p, p + 4096, 8192   # overlapping by a pa
 system.ioctl(zfd, lib.BIOCSETZBUF, bz)
 system.ioctl(zfd, lib.BIOCSETIF, ifr)
 for _ in range(300):
-    system.inject(ifname, b"\\xff" * 12 + b"\\x88\\xb5" + bytes(46))
+    inject(FRAME)
 st = ffi.new("struct bpf_stat *")
 system.ioctl(zfd, lib.BIOCGSTATS, st)
 print("ok" if st.bs_recv == 300 else st.bs_recv)
-''')
+''', traffic=True)
     assert (status, out) == (0, "ok")
 
 
-def test_buffer_below_a_record_header_drops(kernel, bpf, sysctl, ifname, traffic):
+@sim_only("FreeBSD would panic: a net.bpf.maxbufsize below a record header underflows caplen")
+def test_buffer_below_a_record_header_drops(bpf, sysctl, ifname, traffic):
     """net.bpf.maxbufsize under a record header used to underflow caplen and
     corrupt the heap; the simulator drops such packets (FreeBSD would panic)."""
     sysctl.set("net.bpf.maxbufsize", 8)
@@ -309,6 +307,7 @@ def test_engine_descriptor_is_opaque():
     assert ffi.sizeof("struct bsdbpf_sim_dstate") > 0
 
 
+@sim_only("needs the simulator's traffic generator at full speed (kernel.generate)")
 def test_fionread_and_stats_during_rotations(kernel, bpf, ifname):
     """FIONREAD and BIOCGSTATS while the packet thread rotates buffers: each is a
     consistent snapshot (FIONREAD never more than both buffers hold)."""
@@ -357,6 +356,7 @@ def test_stats_lists_the_most_recently_attached_first(bpf, system, ifname):
     assert [r.bd_bufsize for r in stats_records(system, ifname)] == [16384, 8192]
 
 
+@sim_only("adds an interface (kernel.add_interface); on FreeBSD that would create a cloned one")
 def test_stats_lists_the_newest_interface_first(kernel, bpf):
     """bpfattach() inserts at the head of the interface list."""
     kernel.add_interface("new0")

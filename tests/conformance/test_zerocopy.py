@@ -15,7 +15,6 @@ from bsdbpf._native import ffi, lib
 
 from .helpers import (
     IFACE_DEPARTURE,
-    INJECTION,
     PAGE,
     ZHDR,
     bpf_hdrlen,
@@ -25,7 +24,7 @@ from .helpers import (
     stats_record,
 )
 
-pytestmark = [INJECTION, pytest.mark.usefixtures("zerocopy")]
+pytestmark = pytest.mark.usefixtures("zerocopy")
 
 ZERO = (0, 0, 0)
 
