@@ -1,6 +1,8 @@
 """bsdbpf: FreeBSD's /dev/bpf, zero-copy buffers and net.bpf sysctls for Python."""
 
-from setuptools import find_packages, setup
+import sys
+
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -18,11 +20,24 @@ class build_ext_also_in_source(build_ext):  # noqa: N801 (setuptools command nam
         if not self.inplace:
             self.copy_extensions_to_source()
 
+# The limited API has the buffer protocol from 3.11 on: abi3 there, a
+# version-specific build on older Pythons.
+ABI3 = sys.version_info >= (3, 11)
 
 setup(
     packages=find_packages(include=["bsdbpf", "bsdbpf.*"]),
     package_data={"bsdbpf": ["py.typed", "*.pyi"]},
     cffi_modules=["csrc/build_bpf.py:ffibuilder"],
     cmdclass={"build_ext": build_ext_also_in_source},
+    ext_modules=[
+        Extension(
+            "bsdbpf._capture",
+            sources=["csrc/_capture.c"],
+            depends=["csrc/capture_records.h", "csrc/bsdbpf_abi.h", "csrc/freebsd_abi.h"],
+            include_dirs=["csrc"],
+            define_macros=[("Py_LIMITED_API", "0x030B0000")] if ABI3 else [],
+            py_limited_api=ABI3,
+        ),
+    ],
     zip_safe=False,
 )

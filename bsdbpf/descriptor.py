@@ -13,21 +13,18 @@ shared buffers: use the Descriptor in one process only.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
-import math
 import os
-import select
 import threading
-import time
 import warnings
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator
-from typing import Any, Callable, Optional, TypeVar, Union
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, Callable, TypeVar, Union
 
 from bsdbpf import raw
 from bsdbpf._native import lib
 from bsdbpf.backend import default_system
+from bsdbpf.capture import CLOSED, BufferedSource, Capture, ZeroCopySource
 from bsdbpf.errors import (
     ZEROCOPY_ENABLE_HINT,
     BPFError,
@@ -36,7 +33,6 @@ from bsdbpf.errors import (
     InvalidArgument,
     InvalidFilter,
     InvalidStateError,
-    WouldBlock,
     ZeroCopyDisabled,
     from_errno,
 )
@@ -47,10 +43,10 @@ from bsdbpf.filter import (
     explain_rejection,
     is_program_text,
 )
-from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat, parse_records
+from bsdbpf.records import Batch, Packet, Timestamp, TimestampFormat
 from bsdbpf.system import System
 from bsdbpf.types import BpfStat, BpfVersion, BufferMode, Direction, Insn
-from bsdbpf.zbuf import HEADER_SIZE, ZeroCopyBuffers, buffer_length
+from bsdbpf.zbuf import ZeroCopyBuffers, buffer_length
 
 __all__ = [
     "BpfStat",
@@ -61,11 +57,7 @@ __all__ = [
     "snaplen_program",
 ]
 
-CLOSED = "I/O operation on closed Descriptor"
 ZBUF_DEFAULT_SIZE = 512 * 1024  # libpcap's default zero-copy buffer size
-# Readable but nothing to take (see _steps): back off between these bounds.
-BACKOFF_MIN = 0.001
-BACKOFF_MAX = 0.05
 
 # Zero-copy buffers whose fd could not be closed: never unmapped, since the
 # kernel may still write into them.
@@ -82,33 +74,6 @@ def snaplen_program(snaplen: int) -> tuple[Insn, ...]:
     """The one-instruction filter ``RET #snaplen``: accept every packet, keep
     at most ``snaplen`` bytes of it."""
     return ((lib.BPF_RET | lib.BPF_K, 0, 0, snaplen),)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-# What _steps asks its driver for: wait for readability, or sleep.
-_WAIT, _SLEEP = "wait", "sleep"
-# How hard _take tries: look only, the fd was found readable, or the deadline
-# came (also fetch a partly filled buffer).
-_CHECK, _READY, _DRAIN = "check", "ready", "drain"
-Steps = Generator[tuple[str, Optional[float]], bool, Optional[Batch]]
-
-
-def _one_at_a_time(batch: Batch, limit: int | None) -> Iterator[Packet]:
-    """Take at most ``limit`` of the batch's remaining packets; each one's view
-    is released when the next is taken (packets() and apackets())."""
-    prev: Packet | None = None
-    for pkt in batch._take():
-        if prev is not None:
-            prev.data.release()
-        prev = pkt
-        yield pkt
-        if limit is not None:
-            limit -= 1
-            if limit == 0:
-                return
 
 
 class Descriptor:
@@ -128,8 +93,7 @@ class Descriptor:
         self._lock = threading.RLock()  # state transitions vs touching shared memory
         self._zbuf: ZeroCopyBuffers | None = None
         self._retired: list[ZeroCopyBuffers] = []  # registration failed; free after close
-        self._batch: Batch | None = None
-        self._read_buf: bytearray | None = None
+        self._engine: Capture | None = None  # created by the first read
         self._bufmode = BufferMode.BUFFER
         self._tstamp: int | None = None
         self._locked = False
@@ -143,10 +107,6 @@ class Descriptor:
         self._snaplen = DEFAULT_SNAPLEN  # for expressions given to set_filter
         #: Why ``open(zerocopy="auto")`` fell back to buffered mode, else None.
         self.zerocopy_fallback_reason: str | None = None
-        #: Buffers (batches) taken from the kernel so far, in either mode.
-        self.buffers_consumed = 0
-        #: Records in those buffers.
-        self.records_consumed = 0
         self._system: System = default_system() if system is None else system
         self._fd = self._system.open("/dev/bpf", os.O_RDWR)
         self._closed = False
@@ -261,7 +221,8 @@ class Descriptor:
                 return
             fd, zbufs = self._fd, [*self._retired, *([self._zbuf] if self._zbuf else [])]
             try:
-                self._settle(resume=False)  # release every view handed out
+                if self._engine is not None:
+                    self._engine.close()  # release every view handed out, wake readers
             finally:
                 self._closed = True
                 self._fd = -1
@@ -518,12 +479,8 @@ class Descriptor:
                              hint=err.hint or None) from err
         self._attached = True
         self._ifname = ifname
-        if self._zbuf is None:
-            # One reusable read buffer of exactly BIOCGBLEN bytes, asked after
-            # attach because the kernel may round the size.
-            size = self.buffer_size
-            if self._read_buf is None or len(self._read_buf) != size:
-                self._read_buf = bytearray(size)
+        if self._engine is not None and isinstance(self._engine.source, BufferedSource):
+            self._engine.source.reset()  # read buffers of the size granted now
 
     @property
     def interface(self) -> str | None:
@@ -682,29 +639,46 @@ class Descriptor:
 
     # -- reading ------------------------------------------------------------
 
+    def _capture(self) -> Capture:
+        """The capture engine, over the source the buffer mode calls for."""
+        self._check()
+        engine = self._engine
+        if engine is None or (self._zbuf is not None
+                              and not isinstance(engine.source, ZeroCopySource)):
+            source = (BufferedSource(self) if self._zbuf is None
+                      else ZeroCopySource(self, self._zbuf))
+            engine = self._engine = Capture(self, source)
+        return engine
+
+    @property
+    def buffers_consumed(self) -> int:
+        """Buffers (batches) taken from the kernel so far, in either mode."""
+        return self._engine.buffers if self._engine is not None else 0
+
+    @property
+    def records_consumed(self) -> int:
+        """Records in those buffers."""
+        return self._engine.records if self._engine is not None else 0
+
     def packets(
-        self, count: int | None = None, timeout: float | None = None
+        self, count: int | None = None, timeout: float | None = None, *, copy: bool = False
     ) -> Iterator[Packet]:
         """Yield captured packets, in both buffer modes, without copying them.
 
         Stops after ``count`` packets (None: no limit), or when ``timeout``
         seconds pass without a packet (None: wait forever; 0: take what is
         buffered now and stop).  At a timeout the kernel's partly filled
-        buffer is fetched too (BIOCROTZBUF, or a non-blocking read).
+        buffer is fetched too (BIOCROTZBUF, or a read with BIOCIMMEDIATE).
 
-        A packet's ``data`` is a view of the kernel's buffer, valid until the
-        iterator advances: using it afterwards raises ValueError.  Keep data
-        with ``bytes(pkt.data)`` or :meth:`Packet.copy`.  Stopping early
-        keeps the rest of the buffer for the next call.
+        A packet points into the kernel's buffer and is valid until the next
+        buffer is fetched (or the descriptor closes): after that every use
+        raises :class:`bsdbpf.records.Released`.  So ``list(d.packets(n))``
+        may hold packets of a buffer already given back; keep them with
+        ``packets(copy=True)``, :meth:`Packet.copy` or ``bytes(pkt)``.
+        Stopping early keeps the rest of the buffer for the next call.
+        The iteration runs in C; it calls back into Python once per buffer.
         """
-        taken = 0
-        while count is None or taken < count:
-            batch = self._fetch(timeout, resume=True)
-            if batch is None:
-                return
-            for pkt in _one_at_a_time(batch, None if count is None else count - taken):
-                taken += 1
-                yield pkt
+        return self._capture().packets(count, timeout, copy)
 
     def batches(self, timeout: float | None = None) -> Iterator[Batch]:
         """Yield each buffer the kernel hands over as a :class:`Batch`.
@@ -724,205 +698,31 @@ class Descriptor:
 
         Releases the previous batch first.
         """
-        batch = self._fetch(timeout, resume=True)
-        if batch is not None:
-            batch._resumable = False
-        return batch
+        return self._capture().fetch(timeout, resume=False)
 
     async def apackets(
-        self, count: int | None = None, timeout: float | None = None
+        self, count: int | None = None, timeout: float | None = None, *, copy: bool = False
     ) -> AsyncIterator[Packet]:
-        """``async for`` form of :meth:`packets` (waits with ``loop.add_reader``)."""
+        """``async for`` form of :meth:`packets` (waits with ``loop.add_reader``).
+
+        Closing the descriptor from another task ends the iteration with
+        ``ValueError("I/O operation on closed Descriptor")`` at once.
+        """
+        engine = self._capture()
         taken = 0
         while count is None or taken < count:
-            batch = await self._afetch(timeout, resume=True)
+            batch = await engine.afetch(timeout, resume=True)
             if batch is None:
                 return
-            for pkt in _one_at_a_time(batch, None if count is None else count - taken):
+            for pkt in batch.take(None if count is None else count - taken, copy=copy):
                 taken += 1
                 yield pkt
 
     async def abatches(self, timeout: float | None = None) -> AsyncIterator[Batch]:
         """``async for`` form of :meth:`batches`."""
+        engine = self._capture()
         while True:
-            batch = await self._afetch(timeout, resume=True)
+            batch = await engine.afetch(timeout, resume=False)
             if batch is None:
                 return
-            batch._resumable = False
             yield batch
-
-    def _settle(self, resume: bool) -> Batch | None:
-        """The batch packets() stopped in, to go on with; else release the current one
-        (acknowledging it: never wait while holding a buffer)."""
-        batch, self._batch = self._batch, None
-        if batch is None:
-            return None
-        if resume and not batch.released and batch._partial:
-            self._batch = batch
-            return batch
-        batch.release()
-        return None
-
-    def _adopt(self, batch: Batch | None) -> Batch | None:
-        if batch is not None:
-            self._batch = batch
-            self.buffers_consumed += 1
-            self.records_consumed += len(batch)
-        return batch
-
-    def _fetch(self, timeout: float | None, resume: bool) -> Batch | None:
-        pending = self._settle(resume)
-        if pending is not None:
-            return pending
-        steps = self._steps(timeout, can_block=True)
-        try:
-            kind, seconds = next(steps)
-            while True:
-                if kind == _WAIT:
-                    kind, seconds = steps.send(self._wait_readable(seconds))
-                else:
-                    time.sleep(seconds or 0)
-                    kind, seconds = steps.send(True)
-        except StopIteration as stop:
-            return self._adopt(stop.value)
-
-    async def _afetch(self, timeout: float | None, resume: bool) -> Batch | None:
-        pending = self._settle(resume)
-        if pending is not None:
-            return pending
-        steps = self._steps(timeout, can_block=False)
-        try:
-            kind, seconds = next(steps)
-            while True:
-                if kind == _WAIT:
-                    kind, seconds = steps.send(await self._areadable(seconds))
-                else:
-                    await asyncio.sleep(seconds or 0)
-                    kind, seconds = steps.send(True)
-        except StopIteration as stop:
-            return self._adopt(stop.value)
-
-    def _steps(self, timeout: float | None, can_block: bool) -> Steps:
-        """How to get the next batch, for both modes and both drivers (sync,
-        asyncio): yields what to wait for, returns the batch or None."""
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout={timeout}: must be >= 0 or None")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = BACKOFF_MIN
-        while True:
-            remaining = _remaining(deadline)
-            if remaining is None and can_block and self._zbuf is None and not self._nonblocking:
-                batch = self._read()  # read(2) blocks, without the GIL
-                if batch is not None:
-                    return batch
-                continue  # the kernel's read timeout passed with nothing
-            batch = self._take(_CHECK)
-            if batch is not None:
-                return batch
-            if remaining == 0:
-                return self._take(_DRAIN)
-            readable = yield _WAIT, remaining
-            if not readable:
-                continue  # the deadline has come: drain on the next pass
-            batch = self._take(_READY)
-            if batch is not None:
-                return batch
-            # Readable, yet nothing to take: in zero-copy mode the kernel only
-            # reclaims an acknowledged buffer when the next packet arrives, and
-            # until then reports data it cannot hand over (spec section f).
-            if self.interface is None:
-                raise from_errno(errno.ENXIO, "read")  # NotAttached, as read(2) gives
-            remaining = _remaining(deadline)
-            yield _SLEEP, backoff if remaining is None else min(backoff, remaining)
-            backoff = min(backoff * 2, BACKOFF_MAX)
-
-    def _wait_readable(self, timeout: float | None) -> bool:
-        poller = select.poll()
-        poller.register(self._check(), select.POLLIN)
-        ms = None if timeout is None else math.ceil(timeout * 1000)
-        return bool(poller.poll(ms))  # releases the GIL; EINTR is retried (PEP 475)
-
-    async def _areadable(self, timeout: float | None) -> bool:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[bool] = loop.create_future()
-
-        def on_readable() -> None:
-            if not ready.done():
-                ready.set_result(True)
-
-        fd = self._check()
-        loop.add_reader(fd, on_readable)
-        try:
-            await asyncio.wait_for(ready, timeout)
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            loop.remove_reader(fd)
-        return True
-
-    def _take(self, how: str) -> Batch | None:
-        if self._zbuf is not None:
-            return self._take_zbuf(rotate=how != _CHECK)
-        if how == _CHECK:
-            return self._read() if self._wait_readable(0) else None
-        if how == _READY:
-            return self._read()
-        return self._read_partial()
-
-    # -- zero-copy mode -----------------------------------------------------
-
-    def _take_zbuf(self, rotate: bool) -> Batch | None:
-        with self._lock:  # close() cannot unmap while we look
-            self._check()
-            zbuf = self._zbuf
-            assert zbuf is not None
-            got = zbuf.take()
-            if got is None and rotate:
-                # Hand over a partly filled buffer (immediate, timeout, deadline).
-                self._raw(raw.rot_zbuf)
-                got = zbuf.take()
-            if got is None:
-                return None
-            index, end = got
-            tstamp = self._tstamp_value()
-            try:
-                fields = parse_records(zbuf.buffer(index), HEADER_SIZE, end, tstamp)
-            except BaseException:
-                zbuf.acknowledge()  # give it back, or the kernel stalls on it
-                raise
-            return Batch(zbuf.view(index), fields, tstamp, on_release=self._acknowledge)
-
-    def _acknowledge(self) -> None:
-        with self._lock:
-            if self._zbuf is not None:
-                self._zbuf.acknowledge()
-
-    # -- buffered mode ------------------------------------------------------
-
-    def _read(self) -> Batch | None:
-        """One read(2) into the reusable buffer; None if it returned nothing."""
-        fd = self._check()
-        buf = self._read_buf
-        if buf is None:
-            buf = self._read_buf = bytearray(self.buffer_size)
-        try:
-            n = self._system.read(fd, buf)
-        except WouldBlock:
-            return None
-        if n == 0:
-            return None
-        tstamp = self._tstamp_value()
-        return Batch(memoryview(buf), parse_records(buf, 0, n, tstamp), tstamp)
-
-    def _read_partial(self) -> Batch | None:
-        """Whatever the kernel has buffered, without waiting: a non-blocking
-        read rotates a partly filled store buffer out (bpfread)."""
-        if self._nonblocking:
-            return self._read()
-        if self._locked or self.bytes_available == 0:
-            return None  # FIONBIO is refused on a locked descriptor
-        self._raw(raw.set_nonblocking, True)
-        try:
-            return self._read()
-        finally:
-            self._raw(raw.set_nonblocking, False)

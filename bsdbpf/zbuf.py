@@ -1,9 +1,18 @@
 """Zero-copy buffers: the two memory areas the kernel writes packets into.
 
-This is the only code that builds a ``struct bpf_zbuf``.  The buffers are
-anonymous ``mmap`` areas (page-aligned, a whole number of pages, zeroed),
-exported to cffi with ``ffi.from_buffer(m, require_writable=True)``.  Their
-owner (a :class:`bsdbpf.Descriptor`) must call :meth:`ZeroCopyBuffers.close`
+The two buffers are the two halves of one anonymous shared-memory object (a
+memfd on Linux, ``SHM_ANON`` on FreeBSD), each mapped twice:
+
+* the *kernel mapping* (page-aligned, a whole number of pages, zeroed) is
+  what BIOCSETZBUF registers and what the ownership protocol reads and writes;
+* the *view mapping* shows the same pages; packets, columns and views handed
+  to users point into it.  When a buffer goes back to the kernel while a view
+  a user derived is still exported, :meth:`ZeroCopyBuffers.freeze` turns that
+  view mapping into a private copy (and a fresh view mapping serves the next
+  round), so the view keeps the bytes it had.  Without such exports nothing
+  is copied.
+
+Their owner (a :class:`bsdbpf.Descriptor`) must call :meth:`ZeroCopyBuffers.close`
 only after the descriptor's fd is closed: until then the kernel keeps the
 pages wired and may write into them.
 
@@ -22,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import mmap
-from typing import Any, Callable
+import os
+from typing import Any
 
+from bsdbpf._capture import freeze, shared_memory
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import InternalError, InvalidArgument, from_errno
 
@@ -31,9 +42,6 @@ __all__ = ["HEADER_SIZE", "PAGE_SIZE", "ZeroCopyBuffers", "buffer_length"]
 
 PAGE_SIZE = mmap.PAGESIZE
 HEADER_SIZE = ffi.sizeof("struct bpf_zbuf_header")  # records start here
-
-Ioctl = Callable[[int, Any], int]  # (request, cffi pointer) -> 0, raising on failure
-
 
 def buffer_length(requested: int, zmax: int) -> int:
     """The length of each buffer: ``requested`` rounded up to whole pages.
@@ -49,18 +57,23 @@ def buffer_length(requested: int, zmax: int) -> int:
 
 
 class ZeroCopyBuffers:
-    """Two page-aligned anonymous mmaps and the consumer's side of the protocol."""
+    """Two buffers of one shared-memory object, each mapped for the kernel and
+    for views, and the consumer's side of the ownership protocol."""
 
     def __init__(self, length: int) -> None:
         if length <= 0 or length % PAGE_SIZE:
             raise ValueError(f"zero-copy buffers are whole pages, not {length} bytes")
         self.length = length  #: bytes in each buffer, header included
-        self._maps: list[mmap.mmap] = []
+        self._fd = -1
+        self._maps: list[mmap.mmap] = []  # the kernel mappings, a and b
+        self._views: list[mmap.mmap] = []  # the view mappings, a and b
         self._cdata: list[Any] = []
+        self._fd = shared_memory(2 * length)
         try:
-            for _ in range(2):
-                self._maps.append(mmap.mmap(-1, length))  # fresh: headers are zero
+            for i in range(2):
+                self._maps.append(mmap.mmap(self._fd, length, offset=i * length))
                 self._cdata.append(ffi.from_buffer(self._maps[-1], require_writable=True))
+                self._views.append(self._view_mapping(i))
         except BaseException:
             self.close()
             raise
@@ -70,28 +83,13 @@ class ZeroCopyBuffers:
         self._held_gen = 0
         self.closed = False
 
+    def _view_mapping(self, index: int) -> mmap.mmap:
+        return mmap.mmap(self._fd, self.length, offset=index * self.length)
+
     @property
     def maps(self) -> tuple[mmap.mmap, ...]:
-        """The two mmaps (a, b)."""
+        """The kernel mappings of the two buffers (a, b): what BIOCSETZBUF registers."""
         return tuple(self._maps)
-
-    def register(self, ioctl: Ioctl) -> None:
-        """BIOCSETZBUF: give both buffers to the kernel (once, before BIOCSETIF)."""
-        bufa, bufb = self._cdata  # named locals: alive until the call returns
-        bz = ffi.new("struct bpf_zbuf *")
-        bz.bz_bufa = bufa
-        bz.bz_bufb = bufb
-        bz.bz_buflen = self.length
-        ioctl(lib.BIOCSETZBUF, bz)
-
-    def rotate(self, ioctl: Ioctl) -> bool:
-        """BIOCROTZBUF: ask the kernel to hand over a partially filled buffer.
-
-        True if it did (then :meth:`take` finds it).
-        """
-        out = ffi.new("struct bpf_zbuf *")
-        ioctl(lib.BIOCROTZBUF, out)
-        return bool(out.bz_bufa != ffi.NULL)
 
     def take(self) -> tuple[int, int] | None:
         """If the next buffer belongs to the process: hold it and return
@@ -103,11 +101,14 @@ class ZeroCopyBuffers:
         if hdr.bzh_user_gen == kernel_gen:
             return None  # still the kernel's
         length = hdr.bzh_kernel_len  # only meaningful after the acquire above
-        if length > self.length - HEADER_SIZE:
-            raise from_errno(errno.EIO, "zero-copy buffer", cls=InternalError, hint=(
-                f"bzh_kernel_len {length} of buffer {'ab'[self._next]} exceeds its "
-                f"{self.length - HEADER_SIZE} data bytes"))
         self._held, self._held_gen = self._next, kernel_gen
+        if length > self.length - HEADER_SIZE:
+            name = "ab"[self._next]
+            self.acknowledge()  # give it back: a bad buffer costs one error, not the stream
+            raise from_errno(errno.EIO, "zero-copy buffer", cls=InternalError, hint=(
+                f"bzh_kernel_len {length} of buffer {name} "
+                f"exceeds its {self.length - HEADER_SIZE} data bytes; the buffer was "
+                "given back unread"))
         return self._next, HEADER_SIZE + length
 
     def acknowledge(self) -> None:
@@ -120,17 +121,31 @@ class ZeroCopyBuffers:
         self._next ^= 1
 
     @property
+    def held(self) -> int | None:
+        """The index of the buffer the process holds, or None."""
+        return self._held
+
+    @property
     def holding(self) -> bool:
         """True while the process holds a buffer it has not acknowledged."""
         return self._held is not None
 
-    def buffer(self, index: int) -> Any:
-        """The cffi pointer to buffer ``index`` (for parsing)."""
-        return self._cdata[index]
+    def view(self, index: int) -> mmap.mmap:
+        """The view mapping of buffer ``index``: the same pages as the kernel's."""
+        return self._views[index]
 
-    def view(self, index: int) -> memoryview:
-        """A new memoryview of buffer ``index``; the caller releases it."""
-        return memoryview(self._maps[index])
+    def freeze(self, index: int) -> None:
+        """Make the view mapping of buffer ``index`` a private copy of what it
+        shows now, and map a fresh one for the next time the buffer is held.
+
+        Called before the buffer is acknowledged, when views of it are still
+        exported: they keep these bytes, whatever the kernel writes next.
+        """
+        frozen = self._views[index]
+        freeze(frozen, self._fd, index * self.length)
+        self._views[index] = self._view_mapping(index)
+        with contextlib.suppress(BufferError):
+            frozen.close()  # exported: unmapped when the last view goes
 
     def close(self) -> None:
         """Release the cffi exports, then unmap.  Only after the fd is closed.
@@ -143,8 +158,12 @@ class ZeroCopyBuffers:
         for cdata in self._cdata:
             ffi.release(cdata)
         self._cdata = []
-        for m in self._maps:
+        for m in [*self._maps, *self._views]:
             # A live view keeps its mapping until it goes; the fd is closed, so that is safe.
             with contextlib.suppress(BufferError):
                 m.close()
         self._maps = []
+        self._views = []
+        if self._fd >= 0:
+            os.close(self._fd)  # the mappings keep the memory
+            self._fd = -1

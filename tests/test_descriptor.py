@@ -500,20 +500,38 @@ def test_no_timestamp(kernel: Kernel) -> None:
         assert bytes(pkt.data) == frame(0)
 
 
-def test_a_packet_is_invalid_once_the_iterator_advances(em0: Descriptor,
-                                                         kernel: Kernel) -> None:
+def test_a_packet_is_valid_until_its_buffer_goes_back(em0: Descriptor,
+                                                       kernel: Kernel) -> None:
     for i in range(3):
         kernel.inject("em0", frame(i))
     it = em0.packets(timeout=0)
     first = next(it)
     kept = first.copy()
-    assert bytes(first.data) == frame(0)
     second = next(it)
-    with pytest.raises(ValueError, match="released"):
-        bytes(first.data)
-    assert bytes(second.data) == frame(1)
+    assert (bytes(first.data), bytes(second)) == (frame(0), frame(1))  # one buffer
+    assert [bytes(p) for p in it] == [frame(2)]
+    assert list(em0.packets(timeout=0)) == []  # the next fetch gives the buffer back
+    for pkt in (first, second):
+        with pytest.raises(ValueError, match="released"):
+            bytes(pkt.data)
+        with pytest.raises(ValueError, match="released"):
+            _ = pkt.caplen
     assert bytes(kept.data) == frame(0)
-    it.close()
+
+
+def test_list_of_packets_across_buffers_needs_copies(em0: Descriptor,
+                                                     kernel: Kernel) -> None:
+    kernel.inject("em0", frame(0))
+    (old,) = em0.packets(count=1, timeout=0)
+    kernel.inject("em0", frame(1))
+    both = [old, *em0.packets(count=1, timeout=0)]
+    with pytest.raises(ValueError, match="released"):
+        bytes(both[0])  # its buffer went back when the second one was fetched
+    kernel.inject("em0", frame(2))
+    kernel.inject("em0", frame(3))
+    copies = list(em0.packets(count=2, timeout=0, copy=True))
+    list(em0.packets(timeout=0))  # gives the buffer back
+    assert [bytes(p) for p in copies] == [frame(2), frame(3)]
 
 
 def test_count_stops_early_and_the_next_call_goes_on(em0: Descriptor, kernel: Kernel) -> None:
