@@ -160,7 +160,7 @@ static int batch_index(BatchObject *b, Py_ssize_t start, Py_ssize_t end)
             b->cols.count = n;
             PyErr_Format(PyExc_ValueError,
                          "corrupt buffer: the record at offset %u runs past the data "
-                         "length %zd (BPF timestamp format %#x)", off, end, b->tstamp);
+                         "length %zd (BPF timestamp format 0x%x)", off, end, b->tstamp);
             return -1;
         }
         if (n == b->cols.cap && columns_reserve(&b->cols, n + 1) < 0)
