@@ -6,11 +6,10 @@ length, word-aligned as the kernel lays them out), and walked by:
 
 * ``C helper``: ``lib.bsdbpf_parse_records`` once over the buffer into a
   preallocated array (the walk itself);
-* ``parse_records()``: :func:`bsdbpf.records.parse_records`, what a Batch
-  costs to build (the C walk in chunks plus ``ffi.unpack`` into a list);
+* ``parse()``: :func:`bsdbpf.records.parse`, what a Batch costs to build
+  and release (the C walk into its columns);
 * ``Python struct``: ``struct.unpack_from`` per header, producing the same list;
-* ``Batch iteration`` (for scale): a Packet and a memoryview per record, as
-  ``for pkt in batch`` does after the parse.
+* ``Batch iteration`` (for scale): ``for pkt in batch`` after the parse.
 
     python bench/parse_records.py --repeat 7
 """
@@ -27,7 +26,7 @@ from typing import Any, Callable
 from bsdbpf._native import ffi, lib
 from machine import describe, machine, spread
 
-from bsdbpf.records import Batch, parse_records
+from bsdbpf.records import parse
 
 TSTAMP = lib.BPF_T_MICROTIME
 ETHER = 14
@@ -67,20 +66,28 @@ def walk_python(buf: Any, start: int, end: int) -> list[int]:
     return fields
 
 
+def columns(buf: bytearray, end: int) -> list[int]:
+    """parse()'s columns as walk_python's flat list."""
+    with parse(buf, TSTAMP, end=end) as b:
+        rows = zip(b.offset, b.caplen, b.wirelen, b.timestamp_ns)
+        return [x for row in rows for x in row]
+
+
 def walkers(buf: bytearray, end: int, count: int) -> dict[str, Callable[[], object]]:
     ptr = ffi.from_buffer(buf)
     out = ffi.new("int64_t[]", lib.BSDBPF_REC_FIELDS * count)
     nxt = ffi.new("uint32_t *")
-    fields = parse_records(buf, 0, end, TSTAMP)
-
     def batch() -> None:
-        with Batch(memoryview(buf), fields, TSTAMP) as b:
+        with parse(buf, TSTAMP, end=end) as b:
             for _ in b:
                 pass
 
+    def parsed() -> None:
+        parse(buf, TSTAMP, end=end).release()
+
     return {
         "C helper": lambda: lib.bsdbpf_parse_records(ptr, 0, end, TSTAMP, out, count, nxt),
-        "parse_records()": lambda: parse_records(buf, 0, end, TSTAMP),
+        "parse()": parsed,
         "Python struct": lambda: walk_python(buf, 0, end),
         "Batch iteration": batch,
     }
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.sizes:
         buf, end, count = build(size, args.buffer_size)
-        assert parse_records(buf, 0, end, TSTAMP) == walk_python(buf, 0, end)
+        assert columns(buf, end) == walk_python(buf, 0, end)
         for name, fn in walkers(buf, end, count).items():
             per_record = [s / count for s in timed(fn, args.repeat, args.seconds)]
             ns = spread([s * 1e9 for s in per_record])
