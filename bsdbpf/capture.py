@@ -59,6 +59,7 @@ class Device(Protocol):
     _lock: threading.RLock
     _locked: bool
     _immediate: bool
+    _timed: bool
     _nonblocking: bool
 
     def _check(self) -> int: ...
@@ -162,9 +163,12 @@ class ZeroCopySource:
             device._check()
             zbuf = self.zbuf
             got = zbuf.take()
-            if got is None and how != CHECK:
-                # Readable or deadline, nothing handed over: a partly filled
-                # buffer (immediate, read timeout, deadline) needs BIOCROTZBUF.
+            partial_ready = device._immediate or device._timed
+            if got is None and (how == DRAIN or (how == READY and partial_ready)):
+                # A partly filled buffer the kernel made readable (immediate,
+                # read timeout) or the deadline calls for: BIOCROTZBUF hands
+                # it over.  Never otherwise: an acknowledged buffer waits for
+                # the next packet, and rotating early only halves the batches.
                 device._raw(raw.rot_zbuf)
                 got = zbuf.take()
             if got is None:
@@ -308,6 +312,9 @@ class Capture:
             # (bpfpoll reports a detached descriptor readable), or a kernel
             # whose readiness lags the acknowledgement.
             if self.device.interface is None:
+                batch = source.take(DRAIN)  # what was captured before comes first
+                if batch is not None:
+                    return batch
                 raise from_errno(errno.ENXIO, "read")  # NotAttached, as read(2) gives
             remaining = _remaining(deadline)
             yield _SLEEP, backoff if remaining is None else min(backoff, remaining)

@@ -98,6 +98,7 @@ class Descriptor:
         self._tstamp: int | None = None
         self._locked = False
         self._immediate = False
+        self._timed = False  # a read timeout is set (BIOCSRTIMEOUT)
         self._feedback = False
         self._nonblocking = False
         self._attached = False
@@ -445,6 +446,7 @@ class Descriptor:
     def read_timeout(self, seconds: float | None) -> None:
         sec, usec = divmod(round((seconds or 0) * 1_000_000), 1_000_000)
         self._raw(raw.set_rtimeout, sec, usec)
+        self._timed = bool(sec or usec)
 
     @property
     def nonblocking(self) -> bool:

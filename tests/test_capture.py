@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bsdbpf._native import ffi, lib
 
-from bsdbpf import Descriptor, InternalError, NotAttached, capture
+from bsdbpf import Descriptor, InternalError, NotAttached, capture, raw
+from bsdbpf._native import ffi, lib
 from bsdbpf.records import Released
 from bsdbpf.sim import Kernel
 
@@ -101,7 +101,7 @@ def test_a_scribbled_kernel_length_costs_one_error(kernel: Kernel) -> None:
         assert zbuf is not None
         kernel.inject("em0", frame(1))
         header = ffi.cast("struct bpf_zbuf_header *", ffi.from_buffer(zbuf.maps[0]))
-        zbuf.rotate(d._ioctl)  # hand buffer a over, then corrupt its length
+        d._raw(raw.rot_zbuf)  # hand buffer a over, then corrupt its length
         header.bzh_kernel_len = 1 << 30
         with pytest.raises(InternalError, match=r"(?i)bzh_kernel_len"):
             d.next_batch(timeout=0)

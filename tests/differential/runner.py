@@ -23,7 +23,7 @@ from typing import Any, Callable, NamedTuple
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError
-from bsdbpf.records import parse_records
+from bsdbpf.records import parse
 
 __all__ = ["IFNAME", "Difference", "Outcome", "Side", "Step", "compare", "report", "run"]
 
@@ -145,17 +145,16 @@ class _Run:
     def records(self, name: str, buf: Any, start: int, end: int) -> Outcome:
         """Each record's fields; offsets relative to ``start``."""
         tstamp = self.op_uint(name, "BIOCGTSTAMP")["value"]
-        flat = parse_records(buf, start, end, tstamp)
         raw = ffi.buffer(buf) if isinstance(buf, ffi.CData) else buf
-        out: Outcome = {"records": len(flat) // 4}
-        for i in range(0, len(flat), 4):
-            data, caplen, datalen, ts = flat[i:i + 4]
-            n = i // 4
-            out[f"record {n} data offset"] = data - start
-            out[f"record {n} caplen"] = caplen
-            out[f"record {n} datalen"] = datalen
-            out[f"record {n} timestamp set"] = ts != 0
-            out[f"record {n} bytes"] = bytes(raw[data:data + caplen]).hex()
+        with parse(raw, tstamp, start=start, end=end) as batch:
+            out: Outcome = {"records": batch.total}
+            columns = zip(batch.offset, batch.caplen, batch.wirelen, batch.timestamp_ns)
+            for n, (data, caplen, datalen, ts) in enumerate(columns):
+                out[f"record {n} data offset"] = data - start
+                out[f"record {n} caplen"] = caplen
+                out[f"record {n} datalen"] = datalen
+                out[f"record {n} timestamp set"] = ts != 0
+                out[f"record {n} bytes"] = bytes(raw[data:data + caplen]).hex()
         return out
 
     def op_sysctl(self, sysctl: str, value: int | None = None) -> Outcome:
