@@ -23,9 +23,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from bsdbpf._native import ffi, lib
 from machine import describe, machine, spread
 
+from bsdbpf._native import ffi, lib
 from bsdbpf.records import parse
 
 TSTAMP = lib.BPF_T_MICROTIME

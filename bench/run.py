@@ -22,7 +22,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import struct
@@ -30,20 +32,21 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any, Callable
 
-from bsdbpf._native import ffi, lib
 from machine import describe, machine, spread
 from parse_records import HDR, build
 
 import bsdbpf.capture
 from bsdbpf import Descriptor
+from bsdbpf._native import ffi, lib
 from bsdbpf.records import Stream, parse
 from bsdbpf.sim import Kernel
 
 TSTAMP = lib.BPF_T_MICROTIME
 IFNAME = "em0"
-POLL = 0.01  # packets() timeout while the generator runs
+POLL = 0.1  # packets() timeout while the generator runs: longer than a buffer takes to fill
 SENTINEL_TRIES = 8
 
 # -- 1. per packet ----------------------------------------------------------------
@@ -77,7 +80,7 @@ def consumers(buf: bytearray, end: int, count: int, pcap: str) -> dict[str, Call
         return c_total if n == count else -1
 
     def bare_python() -> int:
-        unpack, need, s, t = HDR.unpack_from, HDR.size, 0, 0
+        unpack, s, t = HDR.unpack_from, 0, 0
         off = 0
         while off < end:
             sec, usec, caplen, _datalen, hdrlen = unpack(buf, off)
@@ -260,7 +263,8 @@ class CountingSystem:
         return call
 
 
-def count_polls(calls: Counter[str]) -> None:
+@contextlib.contextmanager
+def counting_polls(calls: Counter[str]) -> Iterator[None]:
     """Count the engine's poll(2) calls (they do not go through the System)."""
     wait = bsdbpf.capture.Capture._wait_readable
 
@@ -269,9 +273,18 @@ def count_polls(calls: Counter[str]) -> None:
         return wait(self, timeout)
 
     bsdbpf.capture.Capture._wait_readable = counted  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        bsdbpf.capture.Capture._wait_readable = wait  # type: ignore[method-assign]
 
 
-def walk(d: Descriptor, timeout: float) -> tuple[int, int]:
+Walk = Callable[[Descriptor, float], tuple[int, int]]
+
+
+def walk_packets(d: Descriptor, timeout: float) -> tuple[int, int]:
+    """``packets()``, touching each packet's length and timestamp; returns
+    (packets, caplen of the last one)."""
     n = last = 0
     t = 0
     for pkt in d.packets(timeout=timeout):
@@ -281,8 +294,25 @@ def walk(d: Descriptor, timeout: float) -> tuple[int, int]:
     return n, last + 0 * t
 
 
-def end_to_end_once(zerocopy: bool, buffer_size: int, rate: int, seconds: float,
-                    size: int) -> dict[str, Any]:
+def walk_columns(d: Descriptor, timeout: float) -> tuple[int, int]:
+    """``batches()``, summing each batch's caplen and timestamp_ns columns with numpy."""
+    np = importlib.import_module("numpy")
+    n = last = 0
+    for batch in d.batches(timeout=timeout):
+        with batch:
+            caplen = np.frombuffer(batch.caplen, dtype=np.uint32)
+            total = int(caplen.sum(dtype=np.int64))
+            total += int(np.frombuffer(batch.timestamp_ns, dtype=np.int64).sum()) * 0
+            if len(caplen):
+                n, last = n + len(caplen), int(caplen[-1]) + 0 * total
+    return n, last
+
+
+WALKS: dict[str, Walk] = {"packets()": walk_packets, "batch columns (numpy)": walk_columns}
+
+
+def end_to_end_once(walk: str, zerocopy: bool, buffer_size: int, rate: int, *,
+                    seconds: float, size: int) -> dict[str, Any]:
     with Kernel(uid=0) as kernel:
         kernel.add_interface(IFNAME)
         kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, "little"))
@@ -293,18 +323,20 @@ def end_to_end_once(zerocopy: bool, buffer_size: int, rate: int, seconds: float,
                              system=system) as d:
             d.timestamp  # noqa: B018 (BIOCGTSTAMP once, before counting)
             system.calls.clear()
-            count_polls(system.calls)
             count = int(rate * seconds)
-            start, cpu = time.perf_counter(), time.thread_time()
-            gen = kernel.generate(IFNAME, count, size=size, rate=rate)
-            received, sentinels = consume(d, kernel, gen, size)
-            cpu = time.thread_time() - cpu
-            wall = time.perf_counter() - start
+            with counting_polls(system.calls):
+                start, cpu = time.perf_counter(), time.thread_time()
+                gen = kernel.generate(IFNAME, count, size=size, rate=rate)
+                received, sentinels = consume(d, kernel, gen, size, WALKS[walk])
+                cpu = time.thread_time() - cpu
+                wall = time.perf_counter() - start
             calls = dict(system.calls)
             buffers = d.buffers_consumed
             stats = d.stats()
+            granted = d.buffer_size
     received -= sentinels
-    return {"mode": "zero-copy" if zerocopy else "buffered", "buffer_size": buffer_size,
+    return {"walk": walk, "mode": "zero-copy" if zerocopy else "buffered",
+            "buffer_size": buffer_size, "granted": granted,
             "rate": rate, "offered": gen.offered, "received": received, "dropped": stats.drop,
             "valid": received + stats.drop == gen.offered, "cpu_ns_per_packet":
             cpu / max(received, 1) * 1e9, "cpu_per_wall": cpu / wall,
@@ -312,7 +344,7 @@ def end_to_end_once(zerocopy: bool, buffer_size: int, rate: int, seconds: float,
             "calls": calls, "calls_per_buffer": sum(calls.values()) / max(buffers, 1)}
 
 
-def consume(d: Descriptor, kernel: Kernel, gen: Any, size: int) -> tuple[int, int]:
+def consume(d: Descriptor, kernel: Kernel, gen: Any, size: int, walk: Walk) -> tuple[int, int]:
     """Take packets until the generator is done and nothing it offered is
     left; returns (packets taken, sentinel frames injected).  An acknowledged
     zero-copy buffer is reclaimed only by the next packet: sentinel frames of
@@ -335,43 +367,46 @@ def consume(d: Descriptor, kernel: Kernel, gen: Any, size: int) -> tuple[int, in
 
 
 def end_to_end(args: argparse.Namespace) -> list[dict[str, Any]]:
+    walks = [w for w in WALKS if w == "packets()" or importlib.util.find_spec("numpy")]
     runs = []
     for _ in range(args.e2e_repeat):
-        for buffer_size in args.buffer_sizes:
-            for rate in args.rates:
-                for zerocopy in (False, True):
-                    runs.append(end_to_end_once(zerocopy, buffer_size, rate, args.seconds, 64))
+        for walk in walks:
+            for buffer_size in args.buffer_sizes:
+                for rate in args.rates:
+                    for zerocopy in (False, True):
+                        runs.append(end_to_end_once(walk, zerocopy, buffer_size, rate,
+                                                    seconds=args.seconds, size=64))
     print(f"\n## End to end on the simulator: 64-byte frames, ~{args.seconds} s per run, "
           f"{args.e2e_repeat} runs each, median [min-max]\n")
-    print("| buffers | offered pkt/s | mode | consumer CPU ns/pkt | drop % | "
-          "system calls / buffer | buffers | zero-copy CPU gain |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| consumer | buffers | offered pkt/s | mode | consumer CPU ns/pkt | drop % | "
+          "system calls / buffer (per run) | buffers | zero-copy CPU gain |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for buffer_size in args.buffer_sizes:
-        for rate in args.rates:
-            cpu: dict[str, float] = {}
-            for mode in ("buffered", "zero-copy"):
-                mine = [r for r in runs if (r["mode"], r["buffer_size"], r["rate"]) ==
-                        (mode, buffer_size, rate)]
-                ns = spread([r["cpu_ns_per_packet"] for r in mine])
-                drop = spread([100 * r["drop_rate"] for r in mine])
-                per_buffer = spread([r["calls_per_buffer"] for r in mine])
-                calls = Counter[str]()
-                for r in mine:
-                    calls.update(r["calls"])
-                cpu[mode] = ns["median"]
-                gain = (f"{cpu['buffered'] / ns['median']:.2f}x" if mode == "zero-copy"
-                        else "")
-                valid = "" if all(r["valid"] for r in mine) else " (UNBALANCED)"
-                what = ", ".join(f"{k} {v / len(mine):.0f}" for k, v in sorted(calls.items()))
-                print(f"| 2x{buffer_size // 1024} KiB | {rate:,} | {mode} | "
-                      f"{ns['median']:.0f} [{ns['min']:.0f}-{ns['max']:.0f}] | "
-                      f"{drop['median']:.2f} [{drop['min']:.2f}-{drop['max']:.2f}]{valid} | "
-                      f"{per_buffer['median']:.2f} ({what}) | "
-                      f"{statistics_median([r['buffers'] for r in mine]):.0f} | {gain} |")
-                rows.append({"buffer_size": buffer_size, "rate": rate, "mode": mode,
-                             "cpu_ns_per_packet": ns, "drop_percent": drop,
-                             "calls_per_buffer": per_buffer})
+    for walk, buffer_size, rate in [(w, b, r) for w in walks for b in args.buffer_sizes
+                                    for r in args.rates]:
+        cpu: dict[str, float] = {}
+        for mode in ("buffered", "zero-copy"):
+            mine = [r for r in runs if (r["walk"], r["mode"], r["buffer_size"], r["rate"])
+                    == (walk, mode, buffer_size, rate)]
+            ns = spread([r["cpu_ns_per_packet"] for r in mine])
+            drop = spread([100 * r["drop_rate"] for r in mine])
+            per_buffer = spread([r["calls_per_buffer"] for r in mine])
+            calls = Counter[str]()
+            for r in mine:
+                calls.update(r["calls"])
+            cpu[mode] = ns["median"]
+            gain = (f"{cpu['buffered'] / ns['median']:.2f}x" if mode == "zero-copy"
+                    else "")
+            valid = "" if all(r["valid"] for r in mine) else " (UNBALANCED)"
+            what = ", ".join(f"{k} {v / len(mine):.0f}" for k, v in sorted(calls.items()))
+            print(f"| {walk} | 2x{mine[0]['granted'] // 1024} KiB | {rate:,} | {mode} | "
+                  f"{ns['median']:.0f} [{ns['min']:.0f}-{ns['max']:.0f}] | "
+                  f"{drop['median']:.2f} [{drop['min']:.2f}-{drop['max']:.2f}]{valid} | "
+                  f"{per_buffer['median']:.2f} ({what}) | "
+                  f"{statistics_median([r['buffers'] for r in mine]):.0f} | {gain} |")
+            rows.append({"walk": walk, "buffer_size": buffer_size, "rate": rate, "mode": mode,
+                         "cpu_ns_per_packet": ns, "drop_percent": drop,
+                         "calls_per_buffer": per_buffer})
     return rows
 
 
@@ -388,14 +423,14 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for mode, style in (("buffered", "o-"), ("zero-copy", "s--")):
         for size in sorted({r["buffer_size"] for r in rows}):
-            mine = sorted((r for r in rows if r["mode"] == mode and r["buffer_size"] == size),
-                          key=lambda r: r["rate"])
+            mine = sorted((r for r in rows if r["mode"] == mode and r["buffer_size"] == size
+                           and r["walk"] == "packets()"), key=lambda r: r["rate"])
             ax.plot([r["rate"] / 1e6 for r in mine],
                     [r["drop_percent"]["median"] for r in mine], style,
                     label=f"{mode}, 2x{size // 1024} KiB")
     ax.set_xlabel("offered rate (M packets/s, 64-byte frames)")
     ax.set_ylabel("dropped (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + "\npackets(), touching length and timestamp", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
