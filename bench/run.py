@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="samples per consumer")
     ap.add_argument("--sample", type=float, default=0.1, help="CPU seconds per sample")
     ap.add_argument("--rates", type=int, nargs="+",
-                    default=[250_000, 500_000, 1_000_000, 1_500_000, 2_000_000],
+                    default=[250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 6_000_000],
                     help="offered packets/s for the end-to-end runs")
     ap.add_argument("--buffer-sizes", type=int, nargs="+", default=[512 * 1024, 2 << 20])
     ap.add_argument("--seconds", type=float, default=1.0, help="per end-to-end run")

@@ -36,10 +36,13 @@ from bsdbpf.zbuf import HEADER_SIZE, ZeroCopyBuffers
 __all__ = ["BufferedSource", "Capture", "Device", "ZeroCopySource"]
 
 CLOSED = "I/O operation on closed Descriptor"
-# Readable, yet nothing to take after a rotation: a kernel whose readiness
-# lags the acknowledgement.  Back off between these bounds instead of spinning.
-BACKOFF_MIN = 0.001
+# Readable, yet nothing to take: a kernel whose readiness lags the
+# acknowledgement (the simulator's, until its clock tick).  Back off between
+# these bounds instead of spinning; start short, as a buffer may fill in a
+# millisecond.  Whether the interface departed is asked from DETACHED_CHECK on.
+BACKOFF_MIN = 0.0001
 BACKOFF_MAX = 0.05
+DETACHED_CHECK = 0.0008
 
 # What _steps asks its driver for: wait for readability, or sleep.
 _WAIT, _SLEEP = "wait", "sleep"
@@ -308,10 +311,10 @@ class Capture:
             batch = source.take(READY)
             if batch is not None:
                 return batch
-            # Readable, yet nothing to take even after a rotation: detached
-            # (bpfpoll reports a detached descriptor readable), or a kernel
-            # whose readiness lags the acknowledgement.
-            if self.device.interface is None:
+            # Readable, yet nothing to take: detached (bpfpoll reports a
+            # detached descriptor readable), or a kernel whose readiness lags
+            # the acknowledgement.
+            if backoff >= DETACHED_CHECK and self.device.interface is None:
                 batch = source.take(DRAIN)  # what was captured before comes first
                 if batch is not None:
                     return batch

@@ -937,6 +937,19 @@ static PyObject *stream_next(StreamObject *s)
     }
 }
 
+static PyObject *stream_close(StreamObject *s, PyObject *unused)
+{
+    s->done = 1;
+    Py_CLEAR(s->batch);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef stream_methods[] = {
+    {"close", (PyCFunction)stream_close, METH_NOARGS,
+     "Stop: later next() calls end the iteration (the batch stays the descriptor's)."},
+    {NULL}
+};
+
 static PyType_Slot stream_slots[] = {
     {Py_tp_doc, "Stream(fetch, limit=None, *, copy=False): packets of the batches fetch() "
                 "returns, until it returns None."},
@@ -944,6 +957,7 @@ static PyType_Slot stream_slots[] = {
     {Py_tp_dealloc, stream_dealloc},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, stream_next},
+    {Py_tp_methods, stream_methods},
     {0, NULL}
 };
 
