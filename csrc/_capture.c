@@ -271,13 +271,14 @@ static void batch_release_views(BatchObject *b)
 {
     Py_ssize_t i, n = b->views ? PyList_Size(b->views) : 0;
     for (i = 0; i < n; i++) {
-        PyObject *view = PyWeakref_GetObject(PyList_GetItem(b->views, i));
+        /* Calling a weak reference returns its referent, or None. */
+        PyObject *view = PyObject_CallNoArgs(PyList_GetItem(b->views, i));
         PyObject *res;
         if (!view || view == Py_None) {
+            Py_XDECREF(view);
             PyErr_Clear();
             continue;
         }
-        Py_INCREF(view);
         res = PyObject_CallMethod(view, "release", NULL);
         Py_DECREF(view);
         if (res)
@@ -441,7 +442,7 @@ static PyMethodDef batch_methods[] = {
      "Release the views made here and give the buffer back (idempotent).\n\n"
      "Views you derived yourself keep the bytes they showed."},
     {"take", (PyCFunction)(void (*)(void))batch_take, METH_VARARGS | METH_KEYWORDS,
-     "take(limit=None, *, copy=False): iterate over the records not taken yet, marking\n"
+     "take(limit=None, \\*, copy=False): iterate over the records not taken yet, marking\n"
      "each one taken; copy=True yields packets that own a copy of their bytes."},
     {"__enter__", (PyCFunction)batch_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)batch_exit, METH_VARARGS, NULL},
@@ -471,7 +472,7 @@ static PyGetSetDef batch_getset[] = {
 
 static PyType_Slot batch_slots[] = {
     {Py_tp_doc, "The records of one buffer, indexed in C.\n\n"
-                "Batch(buffer, *, tstamp=0, start=0, end=-1, on_release=None)"},
+                "Batch(buffer, \\*, tstamp=0, start=0, end=-1, on_release=None)"},
     {Py_tp_new, batch_new},
     {Py_tp_dealloc, batch_dealloc},
     {Py_tp_traverse, batch_traverse},
@@ -951,7 +952,7 @@ static PyMethodDef stream_methods[] = {
 };
 
 static PyType_Slot stream_slots[] = {
-    {Py_tp_doc, "Stream(fetch, limit=None, *, copy=False): packets of the batches fetch() "
+    {Py_tp_doc, "Stream(fetch, limit=None, \\*, copy=False): packets of the batches fetch() "
                 "returns, until it returns None."},
     {Py_tp_new, stream_new},
     {Py_tp_dealloc, stream_dealloc},
