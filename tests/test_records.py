@@ -365,3 +365,11 @@ def test_stream_asks_for_a_batch_once_per_buffer() -> None:
     assert len(list(Stream(fetch))) == 3 * len(PAYLOADS)
     assert len(calls) == 4
     assert [bytes(p) for p in Stream(lambda: parse(buf, 0, end=end), 6)] == (PAYLOADS * 2)[:6]
+
+
+def test_a_closed_stream_ends() -> None:
+    buf, end = build(PAYLOADS, 0)
+    stream = Stream(lambda: parse(buf, 0, end=end))
+    assert bytes(next(stream)) == PAYLOADS[0]
+    stream.close()
+    assert list(stream) == []
