@@ -34,6 +34,12 @@ pytestmark = pytest.mark.skipif(
 
 TESTS = Path(__file__).resolve().parent
 NEEDS_FREEBSD = "needs FreeBSD's real kernel"
+# Skips that say what this machine lacks, whatever the system: they hold in
+# a user's clone with BSDBPF_SYSTEM=host or without.
+ENVIRONMENT_SKIPS = (
+    "shared spec is not beside this checkout",  # test_abi: the bundled copy's check
+    "is not installed (",  # test_filter_libpcap: libpcap or tcpdump, naming the package
+)
 
 PLUGIN = '''
 import json, os
@@ -102,7 +108,9 @@ def test_skips_only_for_needing_freebsd() -> None:
     _, _, root = host_run()
     reasons = {s.get("message", "") for s in root.iter("skipped")}
     assert reasons, "the host-only tests are collected and skipped here"
-    assert [r for r in reasons if NEEDS_FREEBSD not in r] == []
+    others = [r for r in reasons
+              if NEEDS_FREEBSD not in r and not any(e in r for e in ENVIRONMENT_SKIPS)]
+    assert others == []
 
 
 def test_tests_with_a_system_get_the_simulator() -> None:
