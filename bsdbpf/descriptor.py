@@ -57,7 +57,12 @@ __all__ = [
     "snaplen_program",
 ]
 
-ZBUF_DEFAULT_SIZE = 512 * 1024  # libpcap's default zero-copy buffer size
+# open()'s defaults, libpcap's: 512 KiB buffers (in both modes; the kernel caps
+# them at net.bpf.maxbufsize) and a 1 s read timeout, so that a quiet link
+# still delivers and a busy one does not overflow 4 KiB (net.bpf.bufsize).
+DEFAULT_BUFFER_SIZE = 512 * 1024
+DEFAULT_READ_TIMEOUT = 1.0
+ZBUF_DEFAULT_SIZE = DEFAULT_BUFFER_SIZE
 
 # Zero-copy buffers whose fd could not be closed: never unmapped, since the
 # kernel may still write into them.
@@ -127,8 +132,9 @@ class Descriptor:
         direction: Direction | None = None,
         timestamp: TimestampSpec | None = None,
         promiscuous: bool = False,
-        read_timeout: float | None = None,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
         nonblocking: bool = False,
+        header_complete: bool = True,
         system: System | None = None,
     ) -> Descriptor:
         """Open ``/dev/bpf``, configure it and attach it to ``ifname``.
@@ -143,9 +149,27 @@ class Descriptor:
         them (``net.bpf.zerocopy_enable=1``) and otherwise falls back to
         buffered mode, saying why in :attr:`zerocopy_fallback_reason`;
         ``True`` raises :class:`bsdbpf.ZeroCopyDisabled` instead; ``False``
-        never tries.  ``buffer_size``: bytes per buffer (zero-copy: each
-        shared buffer, rounded up to whole pages, at most BIOCGETZMAX; default
-        512 KiB).  ``filter`` is what :meth:`set_filter` takes: a
+        never tries.
+
+        The defaults are libpcap's, chosen to work both on a quiet link and
+        under load:
+
+        * ``buffer_size``: bytes per buffer, 512 KiB in both modes.  The
+          kernel caps a buffered-mode size at ``net.bpf.maxbufsize``; a
+          zero-copy size is rounded up to whole pages and capped at
+          BIOCGETZMAX, so a script asking for more still runs once an
+          administrator enables zero-copy.  :attr:`buffer_size` shows what
+          was granted.  (The kernel's own default, ``net.bpf.bufsize``, is
+          4 KiB: a few packets, dropped under load.)
+        * ``read_timeout``: 1 second (BIOCSRTIMEOUT), so packets waiting in a
+          partly filled buffer are delivered within a second instead of when
+          the buffer fills; None waits for a full buffer.
+        * ``header_complete=True`` (BIOCSHDRCMPLT): frames given to
+          :meth:`write` leave byte for byte, source address included, as
+          libpcap's ``pcap_inject`` sends them; False lets the kernel fill in
+          the interface's own address.
+
+        ``filter`` is what :meth:`set_filter` takes: a
         :class:`bsdbpf.filter.Program`, ``(code, jt, jf, k)`` instructions,
         ``tcpdump -d``/``-dd``/``-ddd`` text, or a tcpdump expression such as
         ``"udp and dst port 53"``, which is compiled for the interface's link
@@ -178,6 +202,8 @@ class Descriptor:
                 d.read_timeout = read_timeout
             if nonblocking:
                 d.nonblocking = True
+            if header_complete:
+                d.header_complete = True
             d.attach(ifname)
             if expression:
                 d.set_filter(filter)
@@ -189,6 +215,7 @@ class Descriptor:
         return d
 
     def _setup_buffers(self, zerocopy: bool | str, buffer_size: int | None) -> None:
+        size = DEFAULT_BUFFER_SIZE if buffer_size is None else buffer_size
         if zerocopy is not False:
             try:
                 self.buffer_mode = BufferMode.ZBUF
@@ -197,10 +224,11 @@ class Descriptor:
                     raise
                 self.zerocopy_fallback_reason = err.hint
             else:
-                self.register_zerocopy_buffers(buffer_size)
+                # "auto" clamps to BIOCGETZMAX, as BIOCSBLEN clamps in buffered
+                # mode: a script runs the same whichever mode the host allows.
+                self._register_zbuf(size, clamp=zerocopy == "auto" or buffer_size is None)
                 return
-        if buffer_size is not None:
-            self.buffer_size = buffer_size
+        self.buffer_size = size
 
     @property
     def closed(self) -> bool:
@@ -326,6 +354,9 @@ class Descriptor:
         :class:`bsdbpf.InvalidArgument`.  Default: 512 KiB (or BIOCGBLEN if
         larger), at most BIOCGETZMAX.
         """
+        self._register_zbuf(size, clamp=False)
+
+    def _register_zbuf(self, size: int | None, clamp: bool) -> None:
         if self._zbuf is not None or self._attached:
             self._check()
             raise from_errno(errno.EINVAL, "BIOCSETZBUF", cls=InvalidStateError, hint=(
@@ -333,6 +364,8 @@ class Descriptor:
         zmax = self._raw(raw.get_zmax)
         if size is None:
             size = min(max(self.buffer_size, ZBUF_DEFAULT_SIZE), zmax)
+        elif clamp:
+            size = min(size, zmax)
         zbuf = ZeroCopyBuffers(buffer_length(size, zmax))
         try:
             self._raw(raw.set_zbuf, *zbuf.maps, zbuf.length)

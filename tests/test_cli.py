@@ -1,45 +1,57 @@
-"""The ``bsdbpf`` command line, run in-process against simulated kernels made here,
-and as a real ``python3 -m bsdbpf`` process on the simulator."""
+"""The ``bsdbpf`` command line, run in-process against simulated kernels made here."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
-import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from conftest import ether_frame as ether
 from conftest import null_frame as loopback
 from conftest import sim_kernel
 
-from bsdbpf import Descriptor, Packet
-from bsdbpf.__main__ import main, packet_line, process_name
+from bsdbpf import Descriptor
 from bsdbpf._native import lib
+from bsdbpf.cli import main
+from bsdbpf.cli.admin import process_name
+from bsdbpf.cli.host import sample_frames
 from bsdbpf.sim import Kernel
 from bsdbpf.stats import read_stats
 
-ROOT = Path(__file__).resolve().parent.parent
 SIM_LINE = "bsdbpf: simulated FreeBSD kernel (not FreeBSD): generating traffic on em0"
-LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (\d+)/(\d+) ([0-9a-f]{2,4}(?: [0-9a-f]{2,4})*)"
-    r"( \.\.\.)?$")
+TIME = r"\d\d:\d\d:\d\d\.\d{6}"
+PACKET_LINE = re.compile(rf"^{TIME} (IP|IP6|ARP)[ ,]")
 FILE_HEADER = struct.Struct("=IHHiIII")
 RECORD_HEADER = struct.Struct("=IIII")
+FRAMES = list(sample_frames(lib.DLT_EN10MB))
+# What tcpdump -n prints for FRAMES (checked against tcpdump 4.99 reading their pcap).
+DECODED = [
+    "IP 10.0.0.1.40000 > 10.0.0.2.53: UDP, length 25",
+    "IP 10.0.0.2.22 > 10.0.0.1.50000: Flags [P.], seq 1000:1017, ack 2000, win 65535, "
+    "length 17",
+    "IP 10.0.0.1.123 > 10.0.0.2.123: UDP, length 48",
+    "IP 10.0.0.1 > 10.0.0.2: ICMP echo request, id 7, seq 1, length 64",
+    "IP6 fd00::1.5353 > fd00::2.5353: UDP, length 25",
+    "IP 10.0.0.2 > 10.0.0.1: ICMP echo reply, id 7, seq 1, length 64",
+    "IP 10.0.0.1.514 > 10.0.0.2.514: UDP, length 17",
+    "IP 10.0.0.1.50000 > 10.0.0.2.22: Flags [.], ack 1017, win 65535, length 0",
+    "ARP, Request who-has 10.0.0.2 tell 10.0.0.1, length 46",
+]
 
 
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
-    """The shared test kernel's em0 and lo0 only: the messages list the interfaces."""
+    """em0 and lo0 only: the messages list the interfaces."""
     with sim_kernel("em0", "lo0") as k:
         yield k
 
@@ -49,7 +61,18 @@ def run(capsys: pytest.CaptureFixture[str], argv: Sequence[str],
     """main(argv) in-process: exit status, stdout lines, stderr lines."""
     status = main(argv, system=system)
     out, err = capsys.readouterr()
+    assert "Traceback" not in err
     return status, out.splitlines(), err.splitlines()
+
+
+def summary(err: list[str]) -> tuple[int, int, int, str]:
+    """captured, received, dropped and the zero-copy line from the last four lines."""
+    m = [re.fullmatch(rf"(\d+) packets? {what}", line) for line, what in zip(
+        err[-4:-1], ("captured", "received by filter", "dropped by kernel"))]
+    assert all(m), err[-4:]
+    captured, received, dropped = (int(x[1]) for x in m if x)
+    assert "zero-copy buffer" in err[-1]
+    return captured, received, dropped, err[-1]
 
 
 def wait_attached(kernel: Kernel, ifname: str, timeout: float = 10.0) -> None:
@@ -64,8 +87,9 @@ def wait_attached(kernel: Kernel, ifname: str, timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes],
-              keep_alive: bool = False) -> Iterator[None]:
-    """Inject ``frames`` on ``ifname`` once the command under test has attached.
+              keep_alive: bool = False) -> Iterator[list[str]]:
+    """Inject ``frames`` on ``ifname`` once the command under test has attached;
+    yields the descriptor flags (``netstat -B``) seen then.
 
     ``keep_alive``: then go on injecting filler frames until the command is
     done.  In zero-copy mode FreeBSD reclaims an acknowledged buffer only when
@@ -74,11 +98,13 @@ def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes],
     on a live interface.
     """
     errors: list[BaseException] = []
+    flags: list[str] = []
     done = threading.Event()
 
     def inject() -> None:
         try:
             wait_attached(kernel, ifname)
+            flags.extend(r.flags for r in read_stats(kernel) if r.ifname == ifname)
             for f in frames:
                 kernel.inject(ifname, f)
             while keep_alive and not done.wait(0.01):
@@ -89,7 +115,7 @@ def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes],
     thread = threading.Thread(target=inject)
     thread.start()
     try:
-        yield
+        yield flags
     finally:
         done.set()
         thread.join(15)
@@ -111,27 +137,94 @@ def read_pcap(path: Path) -> tuple[tuple[int, ...], list[tuple[int, int, int, by
     return header, records
 
 
-# -- capture ----------------------------------------------------------------------
+QUIET = ["--no-traffic", "--timeout", "20"]
 
 
-def test_capture_prints_one_line_per_packet(
+# -- capture: what it prints ------------------------------------------------------
+
+
+def test_capture_prints_what_tcpdump_n_prints(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    frames = [ether(i, size) for i, size in enumerate((60, 100, 1514))]
-    with injecting(kernel, "em0", frames):
-        status, out, err = run(capsys, ["capture", "-i", "em0", "--count", "3", "--immediate",
-                                        "--no-traffic", "--timeout", "20"], kernel)
+    with injecting(kernel, "em0", FRAMES):
+        status, out, err = run(capsys, ["capture", "-i", "em0", "-c", str(len(FRAMES)),
+                                        "--immediate", *QUIET], kernel)
     assert status == 0
-    assert len(out) == 3
-    for line, f in zip(out, frames):
-        m = LINE.match(line)
-        assert m, line
-        assert (int(m[2]), int(m[3])) == (len(f), len(f))
-        assert bytes.fromhex(m[4].replace(" ", "")) == f[:24]
-        assert m[5] == " ..."  # more than 24 bytes were captured
-    assert err[-1] == ("bsdbpf: 3 packets captured; kernel: 3 received, 0 dropped; buffer "
-                       "mode: buffered (zero-copy not used: the simulated kernel starts with "
-                       "net.bpf.zerocopy_enable=0, as FreeBSD does; --zerocopy on turns it on "
-                       "for the capture)")
+    assert [re.sub(rf"^{TIME} ", "", line) for line in out] == DECODED
+    assert all(re.match(rf"^{TIME} ", line) for line in out)
+    assert err[0] == "bsdbpf: simulated FreeBSD kernel (not FreeBSD): no traffic generated " \
+                     "(--no-traffic)"
+    assert err[1] == ("bsdbpf: listening on em0, link-type EN10MB (1), snapshot length 262144 "
+                      "bytes; buffered, buffer of 524288 bytes")
+    assert err[-4:] == [
+        "9 packets captured", "9 packets received by filter", "0 packets dropped by kernel",
+        "0 zero-copy buffers consumed (buffered mode: the simulated kernel starts with "
+        "net.bpf.zerocopy_enable=0, as FreeBSD does; --zerocopy on turns it on for the "
+        "capture)"]
+
+
+@pytest.mark.parametrize(("flag", "pattern"), [
+    ("-t", r"IP 10\.0\.0\.1\.40000 > "),
+    ("-tt", r"\d{10}\.\d{6} IP 10\.0\.0\.1\.40000 > "),
+    ("-tttt", rf"\d{{4}}-\d\d-\d\d {TIME} IP 10\.0\.0\.1\.40000 > "),
+    ("--time-stamp-precision=nano", r"\d\d:\d\d:\d\d\.\d{9} IP 10\.0\.0\.1\.40000 > "),
+    ("-ttt", r" 0:00:00\.000000 IP 10\.0\.0\.1\.40000 > "),
+])
+def test_timestamp_styles(kernel: Kernel, capsys: pytest.CaptureFixture[str], flag: str,
+                          pattern: str) -> None:
+    with injecting(kernel, "em0", FRAMES[:1]):
+        status, out, _ = run(capsys, ["capture", "-c", "1", "--immediate", flag, "--no-traffic",
+                                      "--timeout", "3"], kernel)
+    assert status == 0
+    assert re.fullmatch(pattern + r".*", out[0] if out else ""), "\n".join(_)
+
+
+def test_epoch_time_is_the_capture_time(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    before = time.time()
+    with injecting(kernel, "em0", FRAMES[:1]):
+        _, out, _ = run(capsys, ["capture", "-c", "1", "--immediate", "-tt", *QUIET], kernel)
+    assert before - 1 <= float(out[0].split()[0]) <= time.time() + 1
+
+
+def test_hex_and_ascii_dumps(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    def dump(flag: str) -> list[str]:
+        with injecting(kernel, "em0", FRAMES[:1]):
+            return run(capsys, ["capture", "-c", "1", "--immediate", "-t", flag, *QUIET],
+                       kernel)[1]
+
+    out, out_x, out_xx = dump("-X"), dump("-x"), dump("-xx")
+    assert out[0] == DECODED[0]
+    assert out[1] == "\t0x0000:  4500 0035 0001 4000 4011 26b5 0a00 0001  E..5..@.@.&....."
+    assert out[3] == "\t0x0020:  0001 0000 0000 0000 0765 7861 6d70 6c65  .........example"
+    assert out_x[1] == "\t0x0000:  4500 0035 0001 4000 4011 26b5 0a00 0001"
+    assert out_xx[1] == "\t0x0000:  0200 0000 0002 0200 0000 0001 0800 4500"
+
+
+def test_verbose_prints_the_ip_header(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    with injecting(kernel, "em0", FRAMES[:1]):
+        _, out, _ = run(capsys, ["capture", "-c", "1", "--immediate", "-t", "-v", *QUIET],
+                        kernel)
+    assert out == ["IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto UDP (17), "
+                   "length 53)", "    10.0.0.1.40000 > 10.0.0.2.53: UDP, length 25"]
+
+
+def test_the_simulator_brings_traffic_and_stops_it(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, ["capture", "--count", "10", "--timeout", "30"], kernel)
+    assert status == 0
+    assert len(out) == 10
+    assert all(PACKET_LINE.match(line) for line in out), out
+    assert err[0] == f"{SIM_LINE} (1000 frames/s)"
+    captured, received, dropped, _ = summary(err)
+    assert (captured, dropped) == (10, 0)
+    assert received >= 10
+    # The traffic stopped with the command: a new descriptor sees nothing.
+    with Descriptor.open("em0", immediate=True, system=kernel) as d:
+        assert list(d.packets(timeout=0.3)) == []
+
+
+# -- capture: to a file -----------------------------------------------------------
 
 
 Link = tuple[str, Callable[[int, int], bytes], int]  # interface, frame maker, LINKTYPE
@@ -150,7 +243,7 @@ def test_capture_writes_the_injected_frames_to_pcap(
     with injecting(kernel, ifname, frames, keep_alive=zerocopy == "on"):
         status, out, err = run(capsys, [
             "capture", "-i", ifname, "-c", "5", "-w", str(path), "--snaplen", "300",
-            "--immediate", "--no-traffic", "--zerocopy", zerocopy, "--timeout", "20"], kernel)
+            "--immediate", "--zerocopy", zerocopy, *QUIET], kernel)
     after = time.time_ns()
     assert status == 0
     assert out == []  # packets go to the file only
@@ -160,34 +253,136 @@ def test_capture_writes_the_injected_frames_to_pcap(
     assert [r[1] for r in records] == [min(len(f), 300) for f in frames]
     assert [r[2] for r in records] == [len(f) for f in frames]
     assert all(before <= r[0] <= after for r in records)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pcap"]  # no temporary left
-    mode = "zero-copy" if zerocopy == "on" else "buffered"
-    summary = re.match(r"bsdbpf: 5 packets captured; kernel: (\d+) received, 0 dropped; "
-                       r"buffer mode: ([a-z-]+)", err[-1])
-    assert summary, err[-1]
-    assert summary[2] == mode
-    if zerocopy == "on":
-        assert int(summary[1]) >= 5  # the filler frames are counted too
-    else:
-        assert int(summary[1]) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pcap"]  # nothing beside it
+    captured, received, dropped, zc_line = summary(err)
+    assert (captured, dropped) == (5, 0)
     if zerocopy == "on":
         assert "net.bpf.zerocopy_enable set to 1 for --zerocopy on" in err[0]
+        assert re.fullmatch(r"[1-9]\d* zero-copy buffers? consumed", zc_line)
+        assert received >= 5  # the filler frames are counted too
+    else:
+        assert zc_line == "0 zero-copy buffers consumed (buffered mode: --zerocopy off)"
+        assert received == 5
 
 
-def test_capture_generates_traffic_on_the_simulator(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = run(capsys, ["capture", "--count", "10", "--timeout", "30"], kernel)
+def test_microsecond_files_with_time_stamp_precision_micro(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "us.pcap"
+    with injecting(kernel, "em0", FRAMES[:2]):
+        status, _, _ = run(capsys, ["capture", "-c", "2", "--immediate", "-w", str(path),
+                                    "--time-stamp-precision", "micro", *QUIET], kernel)
     assert status == 0
-    assert len(out) == 10
-    assert all(LINE.match(line) for line in out)
-    assert err[0] == f"{SIM_LINE} (1000 frames/s)"
-    assert err[-1].startswith("bsdbpf: 10 packets captured;")
-    # The generator stopped with the command: a new descriptor sees nothing.
-    with Descriptor.open("em0", immediate=True, system=kernel) as d:
-        assert list(d.packets(timeout=0.3)) == []
+    header, records = read_pcap(path)
+    assert header[0] == 0xA1B2C3D4
+    assert [r[3] for r in records] == FRAMES[:2]
 
 
-def test_capture_timeout_ends_a_quiet_capture(
+def test_read_prints_a_file_as_a_live_capture_would(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "r.pcap"
+    with injecting(kernel, "em0", FRAMES):
+        run(capsys, ["capture", "-c", str(len(FRAMES)), "--immediate", "-w", str(path),
+                     *QUIET], kernel)
+    status, out, err = run(capsys, ["capture", "-r", str(path), "-tt"], None)
+    assert status == 0
+    assert [line.split(" ", 1)[1] for line in out] == DECODED
+    stamps = [r[0] for r in read_pcap(path)[1]]
+    assert [line.split(" ", 1)[0] for line in out] == [
+        f"{ns // 10**9}.{ns % 10**9 // 1000:06d}" for ns in stamps]
+    assert err == [f"bsdbpf: reading from file {path}, link-type EN10MB (1), snapshot length "
+                   "262144"]
+    status, out, _ = run(capsys, ["capture", "-r", str(path), "-c", "2"], None)
+    assert (status, len(out)) == (0, 2)
+
+
+def test_read_takes_tcpdumps_microsecond_big_endian_files(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "tcpdump.pcap"
+    blob = struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
+    blob += struct.pack(">IIII", 1_700_000_000, 250_000, len(FRAMES[3]), len(FRAMES[3]))
+    path.write_bytes(blob + FRAMES[3] + b"\x00\x00\x00")  # and a cut-short record
+    status, out, err = run(capsys, ["capture", "-r", str(path), "-tt"], None)
+    assert status == 0
+    assert out == [f"1700000000.250000 {DECODED[3]}"]
+    assert "the file ends inside a record" in err[-1]
+
+
+def test_a_file_that_is_not_pcap_is_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(b"\x0a\x0d\x0d\x0a" + bytes(60))
+    status, _, err = run(capsys, ["capture", "-r", str(path)], None)
+    assert status == 1
+    assert err == [f"bsdbpf: {path}: not a classic pcap file (it starts 0a0d0d0a); a pcapng "
+                   "file can be converted with `editcap -F pcap IN OUT` or `tcpdump -r IN "
+                   "-w OUT`"]
+    status, _, err = run(capsys, ["capture", "-r", str(tmp_path / "none.pcap")], None)
+    assert (status, err) == (1, [f"bsdbpf: cannot read {tmp_path / 'none.pcap'}: No such "
+                                 "file or directory"])
+
+
+# -- capture: tcpdump's options ---------------------------------------------------
+
+
+def test_promiscuous_by_default_and_p_turns_it_off(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    with injecting(kernel, "em0", FRAMES[:1]) as flags:
+        run(capsys, ["capture", "-c", "1", "--immediate", *QUIET], kernel)
+    assert flags[0].startswith("p")
+    with injecting(kernel, "em0", FRAMES[:1]) as flags:
+        run(capsys, ["capture", "-c", "1", "--immediate", "-p", *QUIET], kernel)
+    assert flags[0].startswith("-")
+
+
+@pytest.mark.parametrize(("direction", "flag"), [("in", "-"), ("out", "o"), ("inout", "s")])
+def test_direction(kernel: Kernel, capsys: pytest.CaptureFixture[str], direction: str,
+                   flag: str) -> None:
+    with injecting(kernel, "em0", []) as flags:
+        status, _, _ = run(capsys, ["capture", "-Q", direction, "--timeout", "0.2",
+                                    "--no-traffic"], kernel)
+    assert status == 0
+    assert flags[0][3] == flag
+    assert flags[0][2] == "-"  # header complete: written frames leave unchanged
+
+
+@pytest.mark.parametrize(("args", "granted"), [
+    (["-B", "1"], "buffer of 1024 bytes"),  # KiB, as tcpdump counts
+    (["-B", "4096"], "buffer of 524288 bytes"),  # capped at net.bpf.maxbufsize
+    (["-s", "0"], "snapshot length 262144 bytes"),  # 0 is the maximum, as in tcpdump
+    (["-s", "96"], "snapshot length 96 bytes"),
+])
+def test_buffer_and_snapshot_lengths(kernel: Kernel, capsys: pytest.CaptureFixture[str],
+                                     args: list[str], granted: str) -> None:
+    status, _, err = run(capsys, ["capture", *args, "--timeout", "0", "--no-traffic"], kernel)
+    assert status == 0
+    assert granted in err[1]
+
+
+def test_list_interfaces(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, ["capture", "-D"], kernel)
+    assert (status, out) == (0, ["1.em0 [Up] link-types EN10MB", "2.lo0 [Up] link-types NULL"])
+
+
+def test_timeout_zero_takes_what_the_kernel_holds(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = Descriptor.open
+
+    def open_then_two_frames(*args: Any, **kw: Any) -> Descriptor:
+        d = real_open(*args, **kw)
+        for f in FRAMES[:2]:
+            kernel.inject("em0", f)
+        return d
+
+    monkeypatch.setattr(Descriptor, "open", open_then_two_frames)
+    status, out, err = run(capsys, ["capture", "--timeout", "0", "-c", "1", "--no-traffic"],
+                           kernel)
+    assert status == 0
+    assert len(out) == 1
+    assert summary(err)[:3] == (1, 2, 0)
+
+
+def test_a_quiet_capture_ends_at_the_timeout(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     start = time.monotonic()
     status, out, err = run(capsys, ["capture", "--no-traffic", "--timeout", "0.3", "-c", "5"],
@@ -195,55 +390,106 @@ def test_capture_timeout_ends_a_quiet_capture(
     assert status == 0
     assert 0.3 <= time.monotonic() - start < 10
     assert out == []
-    assert err[0] == "bsdbpf: simulated FreeBSD kernel (not FreeBSD): no traffic generated " \
-                     "(--no-traffic)"
-    assert err[-1].startswith("bsdbpf: 0 packets captured; kernel: 0 received, 0 dropped;")
+    assert summary(err)[:3] == (0, 0, 0)
 
 
-def test_capture_uses_zero_copy_when_the_kernel_allows_it(
+@pytest.mark.parametrize("timeout", ["inf", "1e10"])
+def test_huge_timeouts_are_just_long(kernel: Kernel, capsys: pytest.CaptureFixture[str],
+                                     timeout: str) -> None:
+    status, out, _ = run(capsys, ["capture", "-c", "3", "--timeout", timeout], kernel)
+    assert (status, len(out)) == (0, 3)
+
+
+def test_zero_copy_when_the_kernel_allows_it(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, sys.byteorder))
-    with injecting(kernel, "em0", [ether(0, 64)]):
-        status, _, err = run(capsys, ["capture", "-c", "1", "--immediate", "--no-traffic",
-                                      "--timeout", "20"], kernel)
+    with injecting(kernel, "em0", FRAMES[:1]):
+        status, _, err = run(capsys, ["capture", "-c", "1", "--immediate", *QUIET], kernel)
     assert status == 0
-    assert err[-2] == ("bsdbpf: capturing on em0, link-type EN10MB (1), zero-copy, 2 buffers "
-                       "of 524256 bytes")
-    assert err[-1].endswith("buffer mode: zero-copy")
+    assert err[1].endswith("; zero-copy, 2 buffers of 524256 bytes")
+    assert err[-1] == "1 zero-copy buffer consumed"
 
 
-def test_capture_ends_with_summary_and_error_when_the_interface_goes(
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_status_line_on_a_terminal(kernel: Kernel, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch, quiet: bool) -> None:
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    argv = ["capture", "-w", str(tmp_path / "s.pcap"), "--timeout", "2.5"]
+    assert main([*argv, "-q"] if quiet else argv, system=kernel) == 0
+    text = term.getvalue()
+    if quiet:
+        assert "\r" not in text
+    else:
+        assert re.search(r"\r\x1b\[K\d+ packets captured, 0 dropped by kernel, \d+ packets/s, "
+                         r"buffered", text), text
+        assert text.count("\n") == 6  # two notes, four summary lines: the status line went
+
+
+# -- capture: errors are one line ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-c", "0"], "argument -c/--count: 0: must be at least 1"),
+    (["-c", "ten"], "argument -c/--count: 'ten' is not an integer"),
+    (["-B", "999999999999"], "argument -B/--buffer-size: 999999999999: must be between 1 and "
+                             "4194303 KiB"),
+    (["-B", "0"], "argument -B/--buffer-size: 0: must be between 1 and 4194303 KiB"),
+    (["-s", "99999999999"], "argument -s/--snapshot-length/--snaplen: 99999999999: must be "
+                            "between 0 and 262144 (0 means 262144, as in tcpdump)"),
+    (["-s", "-1"], "must be between 0 and 262144"),
+    (["--timeout", "nan"], "argument --timeout: nan: must be 0 or more"),
+    (["--timeout", "-1"], "argument --timeout: -1: must be 0 or more"),
+    (["--timeout", "soon"], "argument --timeout: 'soon' is not a number of seconds"),
+    (["-Q", "sideways"], "argument -Q/--direction: invalid choice: 'sideways'"),
+])
+def test_bad_numbers_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                      message: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["capture", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_the_interface_going_away_ends_with_the_counters_and_the_error(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     def depart() -> None:
         wait_attached(kernel, "em0")
-        for i in range(2):
-            kernel.inject("em0", ether(i, 64))
+        for f in FRAMES[:2]:
+            kernel.inject("em0", f)
         time.sleep(0.3)
         kernel.remove_interface("em0")
 
     thread = threading.Thread(target=depart)
     thread.start()
-    status, out, err = run(capsys, ["capture", "-c", "5", "--immediate", "--no-traffic",
-                                    "--timeout", "20"], kernel)
+    status, out, err = run(capsys, ["capture", "-c", "5", "--immediate", *QUIET], kernel)
     thread.join(15)
     assert status == 1
     assert len(out) == 2
-    assert err[-2].startswith("bsdbpf: 2 packets captured; kernel: 2 received, 0 dropped;")
+    assert err[-5:-1] == ["2 packets captured", "2 packets received by filter",
+                          "0 packets dropped by kernel", err[-2]]
     assert err[-1] == ("bsdbpf: [Errno 6] read: No such device or address. The descriptor "
                        "is not attached (BIOCSETIF) or its interface went away")
 
 
-def test_capture_unknown_interface_is_one_line(
+def test_a_missing_interface_is_one_line(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = run(capsys, ["capture", "-i", "nope0", "--no-traffic"], kernel)
-    assert status == 1
-    assert out == []
+    assert (status, out) == (1, [])
     assert err == ["bsdbpf: [Errno 6] BIOCSETIF on nope0: No such device or address. The "
-                   "simulated kernel's interfaces are: em0, lo0"]
+                   "interfaces are: em0, lo0 (`bsdbpf capture -D`)"]
 
 
-def test_capture_without_root_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_root_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     with Kernel(uid=1000) as k:
+        k.add_interface("em0")
         status, _, err = run(capsys, ["capture", "-i", "em0"], k)
     assert status == 1
     assert len(err) == 1
@@ -251,84 +497,87 @@ def test_capture_without_root_says_so(capsys: pytest.CaptureFixture[str]) -> Non
                              "needs root")
 
 
-def test_capture_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["capture", "--count", "0"])
-    assert exit_.value.code == 2
-    assert "--count: 0: must be at least 1" in capsys.readouterr().err
-
-
-def test_capture_unwritable_file_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = tmp_path / "missing" / "x.pcap"
+@pytest.mark.parametrize(("where", "reason"), [
+    ("missing/x.pcap", "No such file or directory"),
+    (".", "Is a directory"),
+])
+def test_an_unwritable_path_is_one_line(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str,
+        reason: str) -> None:
+    path = tmp_path / where
     status, _, err = run(capsys, ["capture", "--no-traffic", "-w", str(path)], kernel)
     assert status == 1
-    assert err == [f"bsdbpf: cannot write {path}: No such file or directory"]
+    assert err == [f"bsdbpf: cannot write {path}: {reason}"]
     assert read_stats(kernel) == []  # the descriptor was closed
 
 
-def test_capture_says_where_the_packets_are_when_the_file_cannot_be_finished(
+def test_a_full_device_is_one_line(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    status, _, err = run(capsys, ["capture", "--no-traffic", "-w", "/dev/full"], kernel)
+    assert (status, err) == (1, ["bsdbpf: cannot write /dev/full: No space left on device"])
+
+
+def test_a_disk_filling_up_keeps_the_whole_records(
         kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    def disk_full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "fsync", disk_full)
     path = tmp_path / "full.pcap"
-    with injecting(kernel, "em0", [ether(0, 64)]):
-        status, _, err = run(capsys, ["capture", "-c", "1", "-w", str(path), "--immediate",
-                                      "--no-traffic", "--timeout", "20"], kernel)
+    real_write = os.write
+    room = [FILE_HEADER.size + 2 * (RECORD_HEADER.size + len(FRAMES[0])) + 10]
+
+    def small_disk(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+            return real_write(fd, data)
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real_write(fd, bytes(data[:room[0]]))
+        room[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", small_disk)
+    with injecting(kernel, "em0", FRAMES[:1] * 5):
+        status, _, err = run(capsys, ["capture", "-c", "5", "-w", str(path), "-U",
+                                      "--immediate", *QUIET], kernel)
+    monkeypatch.undo()
     assert status == 1
-    assert err[-2].startswith("bsdbpf: 1 packet captured;")
-    (temporary,) = [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
-    assert err[-1] == (f"bsdbpf: cannot finish {path}: No space left on device; what was "
-                       f"written is in {temporary}")
-    assert len(read_pcap(temporary)[1]) == 1
+    assert summary(err[:-1])[0] >= 2
+    assert err[-1] == (f"bsdbpf: cannot write {path}: No space left on device; {path} keeps "
+                       "the 2 packets written before, up to the last whole record")
+    assert [r[3] for r in read_pcap(path)[1]] == FRAMES[:1] * 2
 
 
-def test_packet_line_without_a_wall_clock() -> None:
-    pkt = Packet(memoryview(b"\x01\x02\x03"), 60, 12 * 10**9 + 345_678_901,
-                 lib.BPF_T_MICROTIME | lib.BPF_T_MONOTONIC)
-    assert packet_line(pkt) == "12.345678 3/60 0102 03"
+def test_an_unknown_user_for_Z_is_one_line(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, ["capture", "-Z", "no-such-user-here", "--no-traffic"],
+                         kernel)
+    assert (status, err) == (1, ["bsdbpf: -Z no-such-user-here: no such user"])
 
 
-def popen_capture(*args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, BSDBPF_SYSTEM="sim")
-    return subprocess.Popen([sys.executable, "-m", "bsdbpf", "capture", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def test_Z_refuses_to_go_on_as_root_when_the_change_fails(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: Any) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    for name in ("setgroups", "setgid", "setuid"):
+        monkeypatch.setattr(os, name, refused)
+    monkeypatch.setattr(os, "fchown", lambda *a: None)
+    path = tmp_path / "z.pcap"
+    status, out, err = run(capsys, ["capture", "-Z", "nobody", "-w", str(path)], kernel)
+    assert (status, out) == (1, [])
+    assert err == ["bsdbpf: -Z nobody: cannot become nobody (Operation not permitted); "
+                   "refusing to go on with root's privileges"]
+    assert read_stats(kernel) == []
+    assert read_pcap(path)[1] == []  # nothing was captured
 
 
-def test_quick_start_command_in_a_real_process() -> None:
-    """The README's first command: ``python3 -m bsdbpf capture --count 10``."""
-    proc = popen_capture("--count", "10")
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert len(out.splitlines()) == 10
-    assert all(LINE.match(line) for line in out.splitlines())
-    lines = err.splitlines()
-    assert lines[0] == f"{SIM_LINE} (1000 frames/s)"
-    assert lines[-1].startswith("bsdbpf: 10 packets captured; kernel: ")
-    assert "Traceback" not in err
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_cleanly_and_keeps_the_file(tmp_path: Path, sig: int) -> None:
-    path = tmp_path / "cut.pcap"
-    proc = popen_capture("-w", str(path))
-    assert proc.stderr is not None
-    first = [proc.stderr.readline() for _ in range(2)]
-    assert first[1].startswith("bsdbpf: capturing on em0"), first
-    time.sleep(1.5)  # over the 1 s read timeout: at least one buffer was taken
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    header, records = read_pcap(path)
-    assert header[0] == 0xA1B23C4D
-    summary = err.splitlines()[-1]
-    assert summary.startswith(f"bsdbpf: {len(records)} packets captured (interrupted);")
-    assert records
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pcap"]
+def test_an_expression_without_the_filter_module_is_one_line(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bsdbpf.filter", None)  # as if it were not installed
+    status, _, err = run(capsys, ["capture", "--no-traffic", "udp"], kernel)
+    assert (status, err) == (1, ["bsdbpf: filter expressions need bsdbpf.filter, which this "
+                                 "installation of bsdbpf lacks"])
 
 
 # -- zerocopy, sysctl -------------------------------------------------------------
@@ -440,7 +689,8 @@ def test_a_bad_bsdbpf_system_is_one_line(
 
 def test_stats_lists_the_attached_descriptor(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    with Descriptor.open("em0", immediate=True, promiscuous=True, system=kernel) as d, \
+    with Descriptor.open("em0", immediate=True, promiscuous=True, header_complete=False,
+                         system=kernel) as d, \
             Descriptor(system=kernel):  # not attached: not listed
         for i in range(3):
             kernel.inject("em0", ether(i, 80))
@@ -461,6 +711,11 @@ def test_stats_interface_filter_and_zeroing(
         kernel.inject("em0", ether(0, 64))
         _, out, _ = run(capsys, ["stats", "-i", "lo0"], kernel)
         assert [line.split()[1] for line in out[1:]] == ["lo0"]
+        status, out, err = run(capsys, ["stats", "-z", "-i", "em0"], kernel)
+        assert (status, out) == (1, [])
+        assert err == ["bsdbpf: -z zeroes the counters of every descriptor (net.bpf.stats has "
+                       "no per-interface reset, as with netstat -B -z): leave out -i"]
+        assert [r.recv for r in read_stats(kernel)] == [1, 0]
         status, out, _ = run(capsys, ["stats", "--zero"], kernel)
         assert (status, out) == (0, ["net.bpf.stats: counters zeroed"])
         assert [r.recv for r in read_stats(kernel)] == [0, 0]

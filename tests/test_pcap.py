@@ -1,4 +1,5 @@
-"""PcapWriter: the classic pcap format with nanosecond timestamps, written atomically."""
+"""PcapWriter and PcapReader: classic pcap files, written in place and always ending
+at a whole record."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ import pytest
 
 from bsdbpf import Packet
 from bsdbpf._native import lib
-from bsdbpf.pcap import MAX_SNAPLEN, PcapWriter, linktype
+from bsdbpf.pcap import (
+    MAGIC_MICROSECONDS,
+    MAGIC_NANOSECONDS,
+    MAX_SNAPLEN,
+    PcapReader,
+    PcapRecord,
+    PcapWriter,
+    linktype,
+)
 
 FILE_HEADER = struct.Struct("=IHHiIII")
 RECORD_HEADER = struct.Struct("=IIII")
@@ -83,20 +92,37 @@ def test_values_a_record_cannot_hold(args: tuple[Any, ...], message: str) -> Non
     assert w.packets == 0
 
 
-def test_a_path_appears_whole_when_closed(tmp_path: Path) -> None:
+def test_a_path_is_written_directly_and_readable_while_it_grows(tmp_path: Path) -> None:
     path = tmp_path / "a.pcap"
-    path.write_bytes(b"old")
     with PcapWriter(path, lib.DLT_EN10MB) as w:
+        assert len(path.read_bytes()) == FILE_HEADER.size  # a valid empty file at once
         w.write(b"x" * 100, 1)
         w.flush()
-        assert path.read_bytes() == b"old"  # replaced only at close
-        temps = [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
-        assert len(temps) == 1
-        assert temps[0].name.startswith(".a.pcap.")
+        assert records(path.read_bytes()) == [(0, 1, 100, 100, b"x" * 100)]
         assert w.name == str(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pcap"]
-    assert records(path.read_bytes()) == [(0, 1, 100, 100, b"x" * 100)]
-    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pcap"]  # nothing beside it
+
+
+def test_a_new_file_gets_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        PcapWriter(tmp_path / "u.pcap", lib.DLT_EN10MB).close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "u.pcap").stat().st_mode & 0o777 == 0o640
+
+
+def test_an_existing_file_keeps_its_inode_mode_and_links(tmp_path: Path) -> None:
+    path, link = tmp_path / "b.pcap", tmp_path / "hard.pcap"
+    path.write_bytes(b"old contents, longer than a pcap header")
+    path.chmod(0o644)
+    os.link(path, link)
+    inode = path.stat().st_ino
+    with PcapWriter(path, lib.DLT_EN10MB) as w:
+        w.write(b"new", 1)
+    assert path.stat().st_ino == inode
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert records(link.read_bytes()) == [(0, 1, 3, 3, b"new")]
 
 
 def test_an_exception_keeps_what_was_written(tmp_path: Path) -> None:
@@ -112,39 +138,38 @@ def test_an_exception_keeps_what_was_written(tmp_path: Path) -> None:
     assert records(path.read_bytes()) == [(0, 1, 4, 4, b"kept")]
 
 
-class CutShort:
-    """A file that takes a few bytes of the next write and is then interrupted."""
-
-    def __init__(self, f: Any) -> None:
-        self.f = f
-
-    def write(self, data: bytes) -> int:
-        self.f.write(data[:10])
-        raise KeyboardInterrupt
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.f, name)
-
-
-def test_a_record_cut_short_is_dropped_whole(tmp_path: Path) -> None:
+def test_a_full_disk_leaves_the_file_at_its_last_whole_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.pcap"
     w = PcapWriter(path, lib.DLT_EN10MB)
     w.write(b"whole", 1)
-    w._f = CutShort(w._f)  # type: ignore[assignment]
-    with pytest.raises(KeyboardInterrupt):
-        w.write(b"y" * 500, 2)
+    w.flush()
+    real_write = os.write
+    calls = []
+
+    def fills_up(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:RECORD_HEADER.size + 30]))  # record 1, part of 2
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    w.write(b"a" * 30, 2)
+    w.write(b"b" * 500, 3)
+    monkeypatch.setattr(os, "write", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        w.flush()
+    monkeypatch.undo()
     w.close()
-    assert records(path.read_bytes()) == [(0, 1, 5, 5, b"whole")]
-    assert w.packets == 1
+    assert records(path.read_bytes()) == [(0, 1, 5, 5, b"whole"), (0, 2, 30, 30, b"a" * 30)]
+    assert (w.packets, w.packets_written) == (3, 2)
 
 
-def test_discard_leaves_nothing(tmp_path: Path) -> None:
-    w = PcapWriter(tmp_path / "d.pcap", lib.DLT_EN10MB)
-    w.write(b"x", 1)
-    w.discard()
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(ValueError, match="closed"):
-        w.write(b"x", 1)
+def test_a_full_device_fails_at_the_header() -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with pytest.raises(OSError, match="No space left") as info:
+        PcapWriter("/dev/full", lib.DLT_EN10MB)
+    assert info.value.errno == errno.ENOSPC
 
 
 def test_a_symlink_stays_and_its_target_is_written(tmp_path: Path) -> None:
@@ -164,6 +189,19 @@ def test_a_device_is_written_directly() -> None:
     assert w.closed
 
 
+def test_a_pipe_is_written_directly() -> None:
+    r, wfd = os.pipe()
+    try:
+        with PcapWriter(f"/proc/self/fd/{wfd}" if os.path.exists("/proc/self/fd")
+                        else f"/dev/fd/{wfd}", lib.DLT_EN10MB) as w:
+            w.write(b"piped", 7)
+        blob = os.read(r, 4096)
+    finally:
+        os.close(r)
+        os.close(wfd)
+    assert records(blob) == [(0, 7, 5, 5, b"piped")]
+
+
 def test_a_file_object_is_flushed_not_closed() -> None:
     raw = io.BytesIO()
     buffered = io.BufferedWriter(raw)
@@ -174,18 +212,56 @@ def test_a_file_object_is_flushed_not_closed() -> None:
     assert w.name is None
 
 
-def test_a_failed_finish_keeps_the_temporary_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "e.pcap"
-    w = PcapWriter(path, lib.DLT_EN10MB)
-    w.write(b"x", 1)
+def test_microsecond_files_as_tcpdump_writes_them() -> None:
+    buf = io.BytesIO()
+    with PcapWriter(buf, lib.DLT_EN10MB, nanoseconds=False) as w:
+        w.write(b"x", 1_700_000_000_123_456_789)
+    assert FILE_HEADER.unpack_from(buf.getvalue())[0] == MAGIC_MICROSECONDS
+    assert records(buf.getvalue()) == [(1_700_000_000, 123_456, 1, 1, b"x")]
 
-    def disk_full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        w.close()
-    assert not path.exists()
-    assert w.temporary is not None
-    assert records(Path(w.temporary).read_bytes()) == [(0, 1, 1, 1, b"x")]
+# -- reading ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nanoseconds", [True, False])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_the_reader_takes_both_resolutions_and_byte_orders(nanoseconds: bool,
+                                                           order: str) -> None:
+    magic = MAGIC_NANOSECONDS if nanoseconds else MAGIC_MICROSECONDS
+    fraction = 123_456_789 if nanoseconds else 123_456
+    blob = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 96, 101)
+    blob += struct.pack(order + "IIII", 5, fraction, 3, 60) + b"abc"
+    with PcapReader(io.BytesIO(blob)) as reader:
+        got = list(reader)
+    assert (reader.snaplen, reader.linktype, reader.dlt) == (96, 101, lib.DLT_RAW)
+    ns = 5 * 10**9 + (123_456_789 if nanoseconds else 123_456_000)
+    assert got == [PcapRecord(ns, 60, b"abc")]
+    assert not reader.truncated
+
+
+def test_the_reader_reads_back_what_the_writer_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "r.pcap"
+    with PcapWriter(path, lib.DLT_NULL, snaplen=8) as w:
+        w.write(bytes(range(20)), 10**9 + 5)
+        w.write(b"ab", 2)
+    with PcapReader(path) as reader:
+        assert list(reader) == [PcapRecord(10**9 + 5, 20, bytes(range(8))),
+                                PcapRecord(2, 2, b"ab")]
+        assert reader.dlt == lib.DLT_NULL
+
+
+def test_the_reader_stops_at_a_record_cut_short() -> None:
+    buf = io.BytesIO()
+    with PcapWriter(buf, lib.DLT_EN10MB) as w:
+        w.write(b"one", 1)
+        w.write(b"two", 2)
+    with PcapReader(io.BytesIO(buf.getvalue()[:-2])) as reader:
+        assert [r.data for r in reader] == [b"one"]
+    assert reader.truncated
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x0a\x0d\x0d\x0a" + bytes(40),
+                                  b"hello world, not pcap!!!"])
+def test_the_reader_refuses_what_is_not_classic_pcap(blob: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not a classic pcap file.*editcap"):
+        PcapReader(io.BytesIO(blob))
