@@ -27,6 +27,7 @@ from bsdbpf.errors import (
     WrongBufferMode,
     ZeroCopyDisabled,
 )
+from bsdbpf.netif import Interface, interfaces
 from bsdbpf.records import Batch, Clock, Packet, Timestamp, TimestampFormat
 from bsdbpf.types import BpfStat, BpfVersion, BufferMode, Direction
 
@@ -44,6 +45,7 @@ __all__ = [
     "DeviceNotFound",
     "Direction",
     "FilterError",
+    "Interface",
     "InterfaceDown",
     "InterfaceNotFound",
     "InternalError",
@@ -64,5 +66,6 @@ __all__ = [
     "WrongBufferMode",
     "ZeroCopyDisabled",
     "__version__",
+    "interfaces",
     "sysctl",
 ]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pwd
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,29 @@ def test_an_existing_file_keeps_its_inode_mode_and_links(tmp_path: Path) -> None
     assert path.stat().st_ino == inode
     assert path.stat().st_mode & 0o777 == 0o644
     assert records(link.read_bytes()) == [(0, 1, 3, 3, b"new")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
+def test_an_unprivileged_user_writes_a_precreated_file_in_a_root_owned_directory() -> None:
+    nobody = pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp())  # root's, mode 0700: reachable by nobody once 0755
+    folder.chmod(0o755)
+    path = folder / "given.pcap"
+    path.touch(mode=0o666)
+    os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    os.setegid(nobody.pw_gid)
+    os.seteuid(nobody.pw_uid)
+    try:
+        with PcapWriter(path, lib.DLT_EN10MB) as w:
+            w.write(b"as nobody", 1)
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+    try:
+        assert records(path.read_bytes()) == [(0, 1, 9, 9, b"as nobody")]
+        assert path.stat().st_uid == nobody.pw_uid
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_an_exception_keeps_what_was_written(tmp_path: Path) -> None:

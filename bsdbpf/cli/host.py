@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bsdbpf._native import lib
-from bsdbpf.interfaces import Interface, interfaces
+from bsdbpf.netif import Interface, interfaces
 from bsdbpf.system import System
 
 __all__ = ["Host", "SimulatedHost", "make_host", "sample_frames"]
