@@ -8,9 +8,10 @@ import socket
 import struct
 from typing import NamedTuple
 
+from bsdbpf.backend import default_system
 from bsdbpf.descriptor import Descriptor
 from bsdbpf.errors import BPFError
-from bsdbpf.system import System, default_system
+from bsdbpf.system import System
 
 __all__ = ["Interface", "interfaces"]
 
@@ -52,7 +53,7 @@ def _dlts(name: str, system: System) -> tuple[int, ...]:
 
 
 def interfaces(system: System | None = None, *, link_types: bool = True) -> list[Interface]:
-    """The interfaces of ``system`` (default: :func:`bsdbpf.system.default_system`):
+    """The interfaces of ``system`` (default: :func:`bsdbpf.backend.default_system`):
     name, link types and whether they are up, in the system's order.
 
     On FreeBSD the names come from ``if_nameindex(3)`` and the flags from

@@ -601,18 +601,27 @@ def test_zerocopy_on_off_round_trip(kernel: Kernel, capsys: pytest.CaptureFixtur
     assert zerocopy_enable(kernel) == 0
 
 
-def test_sysctl_lists_the_bpf_integers(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+BPF_INTS = ["net.bpf.bufsize: 4096", "net.bpf.maxbufsize: 524288", "net.bpf.maxinsns: 4096",
+            "net.bpf.optimize_writers: 0", "net.bpf.zerocopy_enable: 0"]
+
+
+@pytest.mark.parametrize("argv", [[], ["-a"], ["net.bpf"]])
+def test_sysctl_lists_the_bpf_tree_like_sysctl_8(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     kernel.sysctlbyname("net.bpf.maxinsns", (4096).to_bytes(4, sys.byteorder))
-    status, out, err = run(capsys, ["sysctl"], kernel)
-    assert status == 0
-    assert out == [
-        "net.bpf.zerocopy_enable: 0",
-        "net.bpf.bufsize: 4096",
-        "net.bpf.maxbufsize: 524288",
-        "net.bpf.maxinsns: 4096",
-        "net.bpf.optimize_writers: 0",
-    ]
-    assert err == []
+    status, out, err = run(capsys, ["sysctl", *argv], kernel)
+    assert (status, out, err) == (0, BPF_INTS, [])
+
+
+def test_sysctl_values_only_and_descriptions(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, ["sysctl", "-n", "maxbufsize", "net.bpf.maxinsns"], kernel)[1] == [
+        "524288", "512"]
+    _, out, _ = run(capsys, ["sysctl", "-d", "net.bpf"], kernel)
+    assert out[0] == "net.bpf.bufsize: Default capture buffer size in bytes"
+    assert len(out) == 5
+    assert run(capsys, ["sysctl", "-nd", "bufsize"], kernel)[1] == [
+        "Default capture buffer size in bytes"]
 
 
 def test_sysctl_sets_and_reads_back(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
@@ -627,14 +636,17 @@ def test_sysctl_sets_and_reads_back(kernel: Kernel, capsys: pytest.CaptureFixtur
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["sysctl", "net.bpf.nope"],
-     "bsdbpf: [Errno 2] sysctl net.bpf.nope: No such file or directory. This kernel has no "
-     "such sysctl"),
+     "bsdbpf: [Errno 2] sysctl net.bpf.nope: No such file or directory. Bsdbpf lists the "
+     "net.bpf tree, which has no net.bpf.nope: its sysctls are net.bpf.bufsize, "
+     "net.bpf.maxbufsize, net.bpf.maxinsns, net.bpf.optimize_writers, net.bpf.stats, "
+     "net.bpf.zerocopy_enable"),
     (["sysctl", "net.bpf.nope=1"],
      "bsdbpf: [Errno 2] sysctl net.bpf.nope: No such file or directory. This kernel has no "
-     "such sysctl"),
+     "sysctl net.bpf.nope under net.bpf: bsdbpf.sysctl.list() shows those there are"),
     (["sysctl", "bufsize=big"], "bsdbpf: net.bpf.bufsize=big: the value must be an integer"),
     (["sysctl", "bufsize=4294967296"],
-     "bsdbpf: net.bpf.bufsize=4294967296: out of range for a 4-byte int"),
+     "bsdbpf: [Errno 22] sysctl net.bpf.bufsize: Invalid argument. The value 4294967296 does "
+     "not fit a C int"),
     (["sysctl", "net.bpf.stats"],
      "bsdbpf: net.bpf.stats is a table, not an integer: `bsdbpf stats` shows it"),
 ])

@@ -17,13 +17,14 @@ import math
 from collections.abc import Sequence
 
 from bsdbpf._version import __version__
+from bsdbpf.backend import default_system
 from bsdbpf.cli.admin import cmd_stats, cmd_sysctl, cmd_zerocopy
 from bsdbpf.cli.capture import cmd_capture
 from bsdbpf.cli.common import PROG, CommandError, note
 from bsdbpf.cli.host import make_host
 from bsdbpf.errors import BPFError
 from bsdbpf.pcap import MAX_SNAPLEN
-from bsdbpf.system import System, default_system
+from bsdbpf.system import System
 
 __all__ = ["build_parser", "main"]
 
@@ -152,9 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl = sub.add_parser(
         "sysctl", help="read or set net.bpf sysctls, like sysctl(8)",
-        description="Without arguments, list the net.bpf integer sysctls. NAME reads one, "
-                    "NAME=VALUE sets it (as root); a NAME without dots is under net.bpf.")
+        description="Without arguments (or with -a), list the net.bpf sysctls. NAME reads "
+                    "one, or a whole subtree (net.bpf); NAME=VALUE sets it (as root); a NAME "
+                    "without dots is under net.bpf.")
     ctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")
+    ctl.add_argument("-a", dest="all", action="store_true",
+                     help="list every sysctl bsdbpf knows (the net.bpf tree)")
+    ctl.add_argument("-n", dest="values_only", action="store_true",
+                     help="print values only, without names")
+    ctl.add_argument("-d", dest="describe", action="store_true",
+                     help="print the descriptions instead of the values")
     ctl.set_defaults(run=cmd_sysctl)
 
     st = sub.add_parser(
@@ -170,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, system: System | None = None) -> int:
     """Run the ``bsdbpf`` command with ``argv`` (default: ``sys.argv[1:]``) on
-    ``system`` (default: :func:`bsdbpf.system.default_system`); returns the
+    ``system`` (default: :func:`bsdbpf.backend.default_system`); returns the
     exit status."""
     args = build_parser().parse_args(argv)
     try:

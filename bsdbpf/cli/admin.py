@@ -5,52 +5,25 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bsdbpf import sysctl
 from bsdbpf.cli.common import PROG, CommandError, note
 from bsdbpf.cli.host import Host
-from bsdbpf.errors import BPFError, SysctlNotFound
-from bsdbpf.stats import STATS_SYSCTL, DescriptorStats, read_stats, zero_stats
-from bsdbpf.system import System
+from bsdbpf.errors import BPFError
+from bsdbpf.stats import DescriptorStats, read_stats, zero_stats
+from bsdbpf.sysctl import ROOT, ZEROCOPY_ENABLE
 
 __all__ = ["cmd_stats", "cmd_sysctl", "cmd_zerocopy", "process_name", "stats_table"]
 
-ZEROCOPY_ENABLE = "net.bpf.zerocopy_enable"
-BPF_SYSCTLS = (
-    ZEROCOPY_ENABLE,
-    "net.bpf.bufsize",
-    "net.bpf.maxbufsize",
-    "net.bpf.maxinsns",
-    "net.bpf.optimize_writers",
-)
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 SIM_ZEROCOPY_TIP = f"`{PROG} capture --zerocopy on` turns zero-copy on for its capture"
 
 
 def _full_name(name: str) -> str:
     """``bufsize`` is short for ``net.bpf.bufsize``."""
     return name if "." in name else f"net.bpf.{name}"
-
-
-def _get_int(system: System, name: str) -> int:
-    if name == STATS_SYSCTL:
-        raise CommandError(f"{name} is a table, not an integer: `{PROG} stats` shows it")
-    value = system.sysctlbyname(name)
-    if len(value) != 4:
-        raise CommandError(f"{name} is not an integer sysctl ({len(value)} bytes)")
-    return int.from_bytes(value, sys.byteorder, signed=True)
-
-
-def _set_int(system: System, name: str, value: int) -> tuple[int, int]:
-    """Write an int sysctl; returns (old, new) as the kernel reports them."""
-    if not INT_MIN <= value <= INT_MAX:
-        raise CommandError(f"{name}={value}: out of range for a 4-byte int")
-    old = _get_int(system, name)  # also refuses sysctls that are not ints
-    system.sysctlbyname(name, value.to_bytes(4, sys.byteorder, signed=True))
-    return old, _get_int(system, name)
 
 
 def _settings_note(host: Host, tip: str = "") -> None:
@@ -61,7 +34,7 @@ def _settings_note(host: Host, tip: str = "") -> None:
 
 def cmd_zerocopy(args: Any, host: Host) -> int:
     if args.action == "status":
-        value = _get_int(host.system, ZEROCOPY_ENABLE)
+        value = sysctl.get(ZEROCOPY_ENABLE, system=host.system)
         if value:
             print(f"zero-copy BPF is enabled ({ZEROCOPY_ENABLE}={value})")
         else:
@@ -70,34 +43,45 @@ def cmd_zerocopy(args: Any, host: Host) -> int:
             if host.simulated:
                 note(f"{host.note}: each command has a fresh one; {SIM_ZEROCOPY_TIP}")
         return 0
-    old, new = _set_int(host.system, ZEROCOPY_ENABLE, int(args.action == "on"))
-    print(f"{ZEROCOPY_ENABLE}: {old} -> {new}")
+    old = sysctl.set(ZEROCOPY_ENABLE, int(args.action == "on"), system=host.system)
+    print(f"{ZEROCOPY_ENABLE}: {old} -> {sysctl.get(ZEROCOPY_ENABLE, system=host.system)}")
     _settings_note(host, SIM_ZEROCOPY_TIP)
     return 0
 
 
+def _show(args: Any, entry: sysctl.SysctlEntry) -> str:
+    """One line of a listing, as sysctl(8) prints it with -n and -d."""
+    shown = entry.description if args.describe else str(entry.value)
+    return shown if args.values_only else f"{entry.name}: {shown}"
+
+
+def _one_setting(args: Any, host: Host, item: str) -> bool:
+    """Print or set one NAME or NAME=VALUE; True if something was changed."""
+    name, sep, text = item.partition("=")
+    name = _full_name(name.strip())
+    if not sep:
+        entries = sysctl.list(name, system=host.system)
+        if [e.name for e in entries] == [name] and entries[0].kind != sysctl.INTEGER:
+            raise CommandError(f"{name} is a table, not an integer: `{PROG} stats` shows it")
+        for entry in entries:
+            if entry.kind == sysctl.INTEGER:  # sysctl(8) lists opaque nodes only with -o
+                print(_show(args, entry))
+        return False
+    try:
+        value = int(text.strip(), 0)
+    except ValueError:
+        raise CommandError(f"{name}={text}: the value must be an integer") from None
+    old = sysctl.set(name, value, system=host.system)
+    new = sysctl.get(name, system=host.system)
+    print(new if args.values_only else f"{name}: {old} -> {new}")
+    return True
+
+
 def cmd_sysctl(args: Any, host: Host) -> int:
     failed = changed = False
-    for item in args.settings or BPF_SYSCTLS:
-        name, sep, text = item.partition("=")
-        name = _full_name(name.strip())
+    for item in ([ROOT] if args.all or not args.settings else []) + args.settings:
         try:
-            if not sep:
-                print(f"{name}: {_get_int(host.system, name)}")
-                continue
-            try:
-                value = int(text.strip(), 0)
-            except ValueError:
-                raise CommandError(f"{name}={text}: the value must be an integer") from None
-            old, new = _set_int(host.system, name, value)
-            print(f"{name}: {old} -> {new}")
-            changed = True
-        except SysctlNotFound as err:
-            if not args.settings:  # the listing: an older kernel may lack one
-                note(f"{name}: not in this kernel")
-                continue
-            note(str(err))
-            failed = True
+            changed = _one_setting(args, host, item) or changed
         except (BPFError, CommandError) as err:
             note(str(err))
             failed = True

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from bsdbpf import sysctl
 from bsdbpf._native import lib
 from bsdbpf.netif import Interface, interfaces
 from bsdbpf.system import System
@@ -110,10 +111,9 @@ class SimulatedHost(Host):
     def allow_zerocopy(self) -> bool:
         # A fresh simulated kernel has FreeBSD's default, 0, and nothing else
         # could change it: do what the administrator would have done.
-        name = "net.bpf.zerocopy_enable"
-        if int.from_bytes(self.kernel.sysctlbyname(name), sys.byteorder):
+        if sysctl.get(sysctl.ZEROCOPY_ENABLE, system=self.kernel):
             return False
-        self.kernel.sysctlbyname(name, (1).to_bytes(4, sys.byteorder))
+        sysctl.set(sysctl.ZEROCOPY_ENABLE, 1, system=self.kernel)
         return True
 
     def privileges_dropped(self) -> None:
