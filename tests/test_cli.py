@@ -19,6 +19,7 @@ import pytest
 from conftest import ether_frame as ether
 from conftest import null_frame as loopback
 from conftest import sim_kernel
+from test_filter import TCP_PORT_80_D
 
 from bsdbpf import Descriptor
 from bsdbpf._native import lib
@@ -86,8 +87,8 @@ def wait_attached(kernel: Kernel, ifname: str, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes],
-              keep_alive: bool = False) -> Iterator[list[str]]:
+def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes], keep_alive: bool = False,
+              repeat: bool = False) -> Iterator[list[str]]:
     """Inject ``frames`` on ``ifname`` once the command under test has attached;
     yields the descriptor flags (``netstat -B``) seen then.
 
@@ -95,7 +96,8 @@ def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes],
     done.  In zero-copy mode FreeBSD reclaims an acknowledged buffer only when
     the next packet arrives (spec section f), so frames that landed in the
     other buffer reach the consumer only once more traffic comes, as it does
-    on a live interface.
+    on a live interface.  ``repeat``: send ``frames`` again and again until
+    the command is done.
     """
     errors: list[BaseException] = []
     flags: list[str] = []
@@ -107,6 +109,9 @@ def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes],
             flags.extend(r.flags for r in read_stats(kernel) if r.ifname == ifname)
             for f in frames:
                 kernel.inject(ifname, f)
+            while repeat and not done.wait(0.01):
+                for f in frames:
+                    kernel.inject(ifname, f)
             while keep_alive and not done.wait(0.01):
                 kernel.inject(ifname, bytes(60))
         except BaseException as err:  # reported by the test's thread below
@@ -293,6 +298,8 @@ def test_read_prints_a_file_as_a_live_capture_would(
                    "262144"]
     status, out, _ = run(capsys, ["capture", "-r", str(path), "-c", "2"], None)
     assert (status, len(out)) == (0, 2)
+    status, out, _ = run(capsys, ["capture", "-r", str(path), "-t", "icmp"], None)
+    assert (status, out) == (0, [DECODED[3], DECODED[5]])
 
 
 def test_read_takes_tcpdumps_microsecond_big_endian_files(
@@ -319,6 +326,47 @@ def test_a_file_that_is_not_pcap_is_one_line(
     status, _, err = run(capsys, ["capture", "-r", str(tmp_path / "none.pcap")], None)
     assert (status, err) == (1, [f"bsdbpf: cannot read {tmp_path / 'none.pcap'}: No such "
                                  "file or directory"])
+
+
+# -- capture: filters ------------------------------------------------------------
+
+
+
+
+def test_the_trailing_words_are_a_filter_expression(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    wanted = [line for line in DECODED if "UDP" in line and ".53:" not in line]
+    # Frames that arrive between BIOCSETIF and BIOCSETF are discarded with the
+    # unfiltered buffer: send them until the capture is done.
+    with injecting(kernel, "em0", FRAMES, repeat=True):
+        status, out, err = run(capsys, ["capture", "-c", "6", "--immediate", "-t",
+                                        "udp", "and", "not", "port", "53", *QUIET], kernel)
+    assert status == 0
+    assert len(out) == 6
+    assert set(out) == set(wanted)
+    assert summary(err)[0] == 6
+
+
+@pytest.mark.parametrize("argv", [["capture", "-d"], ["filter"], ["filter", "-d"],
+                                  ["filter", "-y", "EN10MB"]])
+def test_d_prints_what_tcpdump_d_prints(kernel: Kernel, capsys: pytest.CaptureFixture[str],
+                                        argv: list[str]) -> None:
+    status, out, _ = run(capsys, [*argv, "tcp", "port", "80"], kernel)
+    assert status == 0
+    assert "\n".join(out) + "\n" == TCP_PORT_80_D  # tcpdump -d 'tcp port 80', Ethernet
+    assert read_stats(kernel) == []  # nothing left open
+
+
+def test_dd_and_ddd(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    af_inet = int.from_bytes((2).to_bytes(4, sys.byteorder), "big")  # as the header holds it
+    _, out, _ = run(capsys, ["filter", "-dd", "-y", "NULL", "ip"], kernel)
+    assert out == ["{ 0x20, 0, 0, 0x00000000 },", f"{{ 0x15, 0, 1, 0x{af_inet:08x} }},",
+                   "{ 0x6, 0, 0, 0x00040000 },", "{ 0x6, 0, 0, 0x00000000 },"]
+    _, out, _ = run(capsys, ["capture", "-ddd", "-i", "lo0", "ip"], kernel)
+    assert out == ["4", "32 0 0 0", f"21 0 1 {af_inet}", "6 0 0 262144", "6 0 0 0"]
+    status, _, err = run(capsys, ["filter", "-y", "ETHERNETISH", "ip"], kernel)
+    assert (status, err) == (1, ["bsdbpf: -y ETHERNETISH: not a link type; use a name such as "
+                                 "EN10MB, NULL, LOOP or RAW, or a DLT number"])
 
 
 # -- capture: tcpdump's options ---------------------------------------------------
@@ -571,13 +619,13 @@ def test_Z_refuses_to_go_on_as_root_when_the_change_fails(
     assert read_pcap(path)[1] == []  # nothing was captured
 
 
-def test_an_expression_without_the_filter_module_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "bsdbpf.filter", None)  # as if it were not installed
-    status, _, err = run(capsys, ["capture", "--no-traffic", "udp"], kernel)
-    assert (status, err) == (1, ["bsdbpf: filter expressions need bsdbpf.filter, which this "
-                                 "installation of bsdbpf lacks"])
+def test_a_bad_expression_is_one_line(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, ["capture", "--no-traffic", "tcp", "portx", "80"], kernel)
+    assert (status, out) == (1, [])
+    assert err == ["bsdbpf: [Errno 22] BIOCSETF: Invalid argument. Cannot compile 'tcp portx "
+                   "80': can't parse filter expression: syntax error"]
+    assert read_stats(kernel) == []
 
 
 # -- zerocopy, sysctl -------------------------------------------------------------

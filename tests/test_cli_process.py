@@ -174,11 +174,16 @@ def test_tcpdump_reads_standard_output_through_a_pipe() -> None:
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_back_exactly_what_was_written(tmp_path: Path) -> None:
+    """bsdbpf capture -c 100 -w x.pcap 'udp': 100 UDP packets that tshark reads back equal."""
     path = tmp_path / "x.pcap"
-    proc = bsdbpf("capture", "-c", "100", "-w", str(path))
+    proc = bsdbpf("capture", "-c", "100", "-w", str(path), "udp")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert counters(err)[0] == 100
+    udp = subprocess.run(["tshark", "-r", str(path), "-Y", "udp", "-T", "fields", "-e",
+                          "frame.number"], capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert len(udp.stdout.split()) == 100
     shark = subprocess.run(
         ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e",
          "frame.len", "-e", "frame.cap_len"],

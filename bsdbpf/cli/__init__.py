@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from bsdbpf._version import __version__
 from bsdbpf.backend import default_system
 from bsdbpf.cli.admin import cmd_stats, cmd_sysctl, cmd_zerocopy
-from bsdbpf.cli.capture import cmd_capture
+from bsdbpf.cli.capture import cmd_capture, cmd_filter
 from bsdbpf.cli.common import PROG, CommandError, note
 from bsdbpf.cli.host import make_host
 from bsdbpf.errors import BPFError
@@ -142,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} version {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_capture(sub)
+
+    flt = sub.add_parser(
+        "filter", help="compile a tcpdump filter expression and print the program",
+        description="Compile EXPRESSION with libpcap, as tcpdump -d does, and print the BPF "
+                    "program: as assembler (-d, the default), a C array (-dd) or decimal "
+                    "numbers (-ddd). No device is opened: -y names the link type.")
+    flt.add_argument("expression", nargs="+", metavar="EXPRESSION")
+    flt.add_argument("-d", dest="dump", action="count", default=0,
+                     help="-d assembler (default), -dd C array, -ddd decimal")
+    flt.add_argument("-y", "--linktype", default="EN10MB", metavar="TYPE",
+                     help="link type to compile for: EN10MB (default), NULL, LOOP, RAW, ... "
+                          "or a DLT number")
+    flt.add_argument("-s", "--snapshot-length", "--snaplen", dest="snaplen", type=_snaplen,
+                     metavar="N", help=f"what ret returns for a match (default {MAX_SNAPLEN})")
+    flt.add_argument("-O", "--no-optimize", action="store_true",
+                     help="do not run libpcap's optimizer")
+    flt.set_defaults(run=cmd_filter)
 
     zc = sub.add_parser(
         "zerocopy", help="show or switch net.bpf.zerocopy_enable",

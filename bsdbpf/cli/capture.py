@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import importlib
 import math
 import os
 import pwd
@@ -20,6 +19,7 @@ import sys
 import time
 from typing import IO, Any, Callable
 
+from bsdbpf import filter as bpf_filter
 from bsdbpf._native import lib
 from bsdbpf.cli.common import CommandError, note, plural
 from bsdbpf.cli.host import Host, Traffic
@@ -43,26 +43,6 @@ DLT_NAMES = {getattr(lib, n): n[4:] for n in sorted(dir(lib), reverse=True) if n
 
 def dlt_name(dlt: int) -> str:
     return f"{DLT_NAMES.get(dlt, '?')} ({dlt})"
-
-
-# -- filters ----------------------------------------------------------------------
-
-
-def _filter_api() -> Any:
-    try:
-        return importlib.import_module("bsdbpf.filter")
-    except ImportError:
-        raise CommandError("filter expressions need bsdbpf.filter, which this installation "
-                           "of bsdbpf lacks") from None
-
-
-def compile_expression(words: list[str], dlt: int, snaplen: int) -> Any:
-    """The expression (tcpdump's trailing words) compiled for ``dlt``."""
-    api = _filter_api()
-    try:
-        return api.compile(" ".join(words), dlt=dlt, snaplen=snaplen)
-    except (ValueError, OSError) as err:
-        raise CommandError(f"filter {' '.join(words)!r}: {err}") from None
 
 
 # -- the output ---------------------------------------------------------------------
@@ -270,6 +250,7 @@ def _open_descriptor(args: Any, host: Host, ifname: str) -> Descriptor:
         return Descriptor.open(
             ifname, zerocopy=ZEROCOPY_ARG[args.zerocopy], buffer_size=args.buffer_size,
             immediate=args.immediate, snaplen=args.snaplen, promiscuous=not args.no_promisc,
+            filter=" ".join(args.expression) or None,
             direction=DIRECTIONS[args.direction] if args.direction else None,
             system=host.system)
     except InterfaceNotFound as err:
@@ -298,14 +279,36 @@ def list_interfaces(host: Host) -> int:
 
 
 def dump_program(args: Any, host: Host) -> int:
-    """``-d``, ``-dd``, ``-ddd``: print the compiled filter and exit."""
+    """``-d``, ``-dd``, ``-ddd``: print the filter compiled for the interface's
+    link type and exit, as tcpdump does."""
     dlt = lib.DLT_EN10MB
     ifname = args.interface or host.default_interface()
     for iface in host.interfaces():
         if iface.name == ifname and iface.dlts:
             dlt = iface.dlts[0]
-    program = compile_expression(args.expression, dlt, args.snaplen or MAX_SNAPLEN)
+    program = bpf_filter.compile(" ".join(args.expression), dlt, args.snaplen or MAX_SNAPLEN)
     print(program.dump(min(args.dump, 3)), end="")
+    return 0
+
+
+def link_type(text: str) -> int:
+    """A ``DLT_*`` value from its name (``EN10MB``, ``DLT_NULL``) or number."""
+    name = text.upper().removeprefix("DLT_")
+    value = getattr(lib, f"DLT_{name}", None)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise CommandError(f"-y {text}: not a link type; use a name such as EN10MB, NULL, "
+                           "LOOP or RAW, or a DLT number") from None
+
+
+def cmd_filter(args: Any, host: Host) -> int:
+    """``bsdbpf filter EXPRESSION``: compile it and print the program, no device needed."""
+    program = bpf_filter.compile(" ".join(args.expression), link_type(args.linktype),
+                                 args.snaplen or MAX_SNAPLEN, optimize=not args.no_optimize)
+    print(program.dump(min(max(args.dump, 1), 3)), end="")
     return 0
 
 
@@ -322,7 +325,8 @@ def read_file(args: Any, host: Host) -> int:
              f"length {reader.snaplen}")
         program = None
         if args.expression:
-            program = compile_expression(args.expression, reader.dlt, reader.snaplen or MAX_SNAPLEN)
+            program = bpf_filter.compile(" ".join(args.expression), reader.dlt,
+                                         reader.snaplen or MAX_SNAPLEN)
         output = Output(args, reader.dlt, reader.snaplen or MAX_SNAPLEN)
         taken = 0
         tstamp = lib.BPF_T_NANOTIME
@@ -367,8 +371,6 @@ def cmd_capture(args: Any, host: Host) -> int:
     with contextlib.ExitStack() as stack:
         d = stack.enter_context(_open_descriptor(args, host, ifname))
         snaplen = args.snaplen or MAX_SNAPLEN
-        if args.expression:
-            d.set_filter(compile_expression(args.expression, d.dlt, snaplen))
         if args.user is not None:
             d.lock()  # nobody can reconfigure it once privileges are gone
         output = Output(args, d.dlt, snaplen)
