@@ -115,7 +115,11 @@ def test_sigusr1_prints_the_counters_and_goes_on(tmp_path: Path) -> None:
     wait_listening(proc)
     time.sleep(1.2)
     proc.send_signal(signal.SIGUSR1)
-    first = [proc.stderr.readline() for _ in range(4)]
+    line = ""
+    while "captured" not in line:  # after the notes
+        line = proc.stderr.readline()
+        assert line, "the command ended"
+    first = [line] + [proc.stderr.readline() for _ in range(3)]
     assert re.fullmatch(r"\d+ packets? captured\n", first[0]), first
     assert first[1].endswith("received by filter\n")
     assert proc.poll() is None  # still capturing

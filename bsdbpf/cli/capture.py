@@ -22,7 +22,7 @@ from typing import IO, Any, Callable
 from bsdbpf import filter as bpf_filter
 from bsdbpf._native import lib
 from bsdbpf.cli.common import CommandError, note, plural
-from bsdbpf.cli.host import Host, Traffic
+from bsdbpf.cli.host import SIM_RATE, Host, Traffic
 from bsdbpf.cli.output import PacketPrinter
 from bsdbpf.cli.signals import CaptureSignals
 from bsdbpf.descriptor import Descriptor, Direction
@@ -136,7 +136,7 @@ def drop_privileges(user: str, output: Output, host: Host) -> str:
 # -- the capture loop ---------------------------------------------------------------
 
 
-def summary_lines(taken: int, d: Descriptor, zerocopy_note: str) -> list[str]:
+def summary_lines(taken: int, d: Descriptor) -> list[str]:
     """tcpdump's three counters, and the zero-copy buffers consumed."""
     stats = d.stats()
     lines = [f"{plural(taken, 'packet')} captured",
@@ -145,7 +145,7 @@ def summary_lines(taken: int, d: Descriptor, zerocopy_note: str) -> list[str]:
     if d.zerocopy:
         lines.append(f"{plural(d.buffers_consumed, 'zero-copy buffer')} consumed")
     else:
-        lines.append(f"0 zero-copy buffers consumed (buffered mode{zerocopy_note})")
+        lines.append("0 zero-copy buffers consumed (buffered mode)")
     return lines
 
 
@@ -259,14 +259,13 @@ def _open_descriptor(args: Any, host: Host, ifname: str) -> Descriptor:
                          hint=f"the interfaces are: {names} (`bsdbpf capture -D`)") from None
 
 
-def _zerocopy_note(d: Descriptor, args: Any, host: Host) -> str:
-    if args.zerocopy == "off":
-        return ": --zerocopy off"
+def _zerocopy_fallback(d: Descriptor, host: Host) -> str | None:
+    """Why --zerocopy auto fell back to buffered mode, if it did."""
     reason = d.zerocopy_fallback_reason
     if reason and host.simulated:  # `bsdbpf zerocopy on` would not outlive its own process
-        reason = ("the simulated kernel starts with net.bpf.zerocopy_enable=0, as FreeBSD "
-                  "does; --zerocopy on turns it on for the capture")
-    return f": {reason}" if reason else ""
+        reason = ("the simulated kernel has net.bpf.zerocopy_enable=0, as FreeBSD does; "
+                  "--zerocopy on sets it")
+    return reason
 
 
 def list_interfaces(host: Host) -> int:
@@ -381,7 +380,7 @@ def cmd_capture(args: Any, host: Host) -> int:
             if zerocopy_set:
                 said.append("net.bpf.zerocopy_enable set to 1 for --zerocopy on")
             said.append("no traffic generated (--no-traffic)" if args.no_traffic else
-                        f"generating traffic on {ifname} (1000 frames/s)")
+                        f"generating traffic on {ifname} ({SIM_RATE} frames/s)")
             note(f"{host.note}: " + "; ".join(said))
         if dropped:
             note(dropped)
@@ -389,18 +388,20 @@ def cmd_capture(args: Any, host: Host) -> int:
                 f"buffered, buffer of {d.buffer_size} bytes")
         note(f"listening on {ifname}, link-type {dlt_name(d.dlt)}, snapshot length {snaplen} "
              f"bytes; {mode}")
+        fallback = _zerocopy_fallback(d, host)
+        if fallback:
+            note(f"zero-copy not used: {fallback}")
         traffic: Traffic | None = None
         if not args.no_traffic:
             traffic = host.start_traffic(ifname, d.dlt)
         if traffic is not None:
             stack.callback(traffic.stop)
-        zc_note = _zerocopy_note(d, args, host)
         status = StatusLine(sys.stderr, not args.quiet and sys.stderr.isatty() and (
             args.write is not None or not sys.stdout.isatty()),
             "zero-copy" if d.zerocopy else "buffered")
 
         def info(taken: int) -> None:
-            for line in summary_lines(taken, d, zc_note):
+            for line in summary_lines(taken, d):
                 print(line, file=sys.stderr, flush=True)
 
         with CaptureSignals() as signals:
