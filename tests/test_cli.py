@@ -560,6 +560,24 @@ def test_an_unwritable_path_is_one_line(
     assert read_stats(kernel) == []  # the descriptor was closed
 
 
+def test_a_file_without_permission_is_one_line(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "theirs.pcap"
+    path.write_bytes(b"")
+    path.chmod(0o444)
+    real_open = os.open
+
+    def as_a_user(name: Any, flags: int, mode: int = 0o777) -> int:  # root ignores 0444
+        if str(name) == str(path) and flags & os.O_WRONLY:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(name))
+        return real_open(name, flags, mode)
+
+    monkeypatch.setattr(os, "open", as_a_user)
+    status, _, err = run(capsys, ["capture", "--no-traffic", "-w", str(path)], kernel)
+    assert (status, err) == (1, [f"bsdbpf: cannot write {path}: Permission denied"])
+
+
 def test_a_full_device_is_one_line(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
@@ -600,6 +618,31 @@ def test_an_unknown_user_for_Z_is_one_line(
     status, _, err = run(capsys, ["capture", "-Z", "no-such-user-here", "--no-traffic"],
                          kernel)
     assert (status, err) == (1, ["bsdbpf: -Z no-such-user-here: no such user"])
+
+
+def test_Z_without_root_says_only_root_can(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    status, _, err = run(capsys, ["capture", "-Z", "nobody", "--no-traffic"], kernel)
+    assert (status, err) == (1, ["bsdbpf: -Z nobody: only root can change to another user; "
+                                 "run without -Z, or as root"])
+
+
+def test_a_failing_terminal_is_one_line(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(sys, "stdout", Broken())
+    with injecting(kernel, "em0", FRAMES[:1]):
+        status = main(["capture", "-c", "1", "--immediate", *QUIET], system=kernel)
+    err = capsys.readouterr().err.splitlines()
+    assert status == 1
+    assert err[-1] == "bsdbpf: cannot write standard output: Input/output error"
+    assert summary(err[:-1])[0] == 0
 
 
 def test_Z_refuses_to_go_on_as_root_when_the_change_fails(

@@ -55,7 +55,7 @@ class Output:
         self.per_packet = args.packet_buffered
         self.stdout: IO[str] = sys.stdout
         self.writer: PcapWriter | None = None
-        self.name = args.write
+        self.name = args.write or "standard output"
         self.printer = PacketPrinter(dlt, stamp=args.stamp, nano=args.precision == "nano",
                                      verbose=args.verbose, hex_level=args.hex,
                                      ascii_level=args.hex_ascii)
@@ -112,6 +112,11 @@ def drop_privileges(user: str, output: Output, host: Host) -> str:
         pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
     except KeyError:
         raise CommandError(f"-Z {user}: no such user") from None
+    if os.geteuid() != 0:
+        if pw.pw_uid == os.geteuid():
+            return f"already running as {pw.pw_name}"
+        raise CommandError(f"-Z {user}: only root can change to another user; run without "
+                           "-Z, or as root")
     if output.writer is not None and output.writer.name is not None:
         try:
             os.fchown(output.writer.fileno(), pw.pw_uid, pw.pw_gid)
