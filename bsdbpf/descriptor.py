@@ -666,7 +666,11 @@ class Descriptor:
     def write(self, frame: Any) -> int:
         """Send one link-layer frame out of the attached interface (write(2)).
 
-        Returns the number of bytes written.
+        A descriptor from :meth:`open` sends it byte for byte, as libpcap's
+        ``pcap_inject`` does (``header_complete=True``); with
+        :attr:`header_complete` False the kernel writes the interface's own
+        source address into an Ethernet frame.  Returns the number of bytes
+        written.
         """
         return self._system.write(self._check(), frame)
 

@@ -26,6 +26,7 @@ from bsdbpf._native import lib
 from bsdbpf.cli import main
 from bsdbpf.cli.admin import process_name
 from bsdbpf.cli.host import sample_frames
+from bsdbpf.errors import from_errno
 from bsdbpf.sim import Kernel
 from bsdbpf.stats import read_stats
 
@@ -526,6 +527,20 @@ def test_the_interface_going_away_ends_with_the_counters_and_the_error(
                           "0 packets dropped by kernel", err[-2]]
     assert err[-1] == ("bsdbpf: [Errno 6] read: No such device or address. The descriptor "
                        "is not attached (BIOCSETIF) or its interface went away")
+
+
+def test_counters_out_of_reach_still_end_with_the_packets_captured(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def gone(self: Descriptor) -> None:
+        raise from_errno(errno.ENXIO, "BIOCGSTATS")
+
+    monkeypatch.setattr(Descriptor, "stats", gone)
+    with injecting(kernel, "em0", FRAMES[:2]):
+        status, out, err = run(capsys, ["capture", "-c", "2", "--immediate", *QUIET], kernel)
+    assert (status, len(out)) == (0, 2)
+    assert err[-2] == "2 packets captured"
+    assert err[-1].startswith("(kernel counters: [Errno 6] BIOCGSTATS")
 
 
 def test_a_missing_interface_is_one_line(

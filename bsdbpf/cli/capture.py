@@ -406,7 +406,11 @@ def cmd_capture(args: Any, host: Host) -> int:
             "zero-copy" if d.zerocopy else "buffered")
 
         def info(taken: int) -> None:
-            for line in summary_lines(taken, d):
+            try:
+                lines = summary_lines(taken, d)
+            except BPFError as err:  # the kernel's counters are out of reach
+                lines = [f"{plural(taken, 'packet')} captured", f"(kernel counters: {err})"]
+            for line in lines:
                 print(line, file=sys.stderr, flush=True)
 
         with CaptureSignals() as signals:
