@@ -21,6 +21,7 @@ from conftest import null_frame as loopback
 from conftest import sim_kernel
 from test_filter import TCP_PORT_80_D
 
+import bsdbpf
 from bsdbpf import Descriptor
 from bsdbpf._native import lib
 from bsdbpf.cli import main
@@ -411,6 +412,18 @@ def test_buffer_and_snapshot_lengths(kernel: Kernel, capsys: pytest.CaptureFixtu
 def test_list_interfaces(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, ["capture", "-D"], kernel)
     assert (status, out) == (0, ["1.em0 [Up] link-types EN10MB", "2.lo0 [Up] link-types NULL"])
+    assert read_stats(kernel) == []  # the descriptors that asked are closed
+    kernel.uid = 1000
+    status, out, _ = run(capsys, ["capture", "-D"], kernel)
+    assert (status, out[0]) == (0, "1.em0 [Up] link-types ? (needs root)")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["capture", "--version"]])
+def test_version(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"bsdbpf version {bsdbpf.__version__}\n"
 
 
 def test_timeout_zero_takes_what_the_kernel_holds(
