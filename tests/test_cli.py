@@ -483,7 +483,7 @@ def test_status_line_on_a_terminal(kernel: Kernel, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch, quiet: bool) -> None:
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    argv = ["capture", "-w", str(tmp_path / "s.pcap"), "--timeout", "2.5"]
+    argv = ["capture", "-w", str(tmp_path / "s.pcap"), "--timeout", "4"]
     assert main([*argv, "-q"] if quiet else argv, system=kernel) == 0
     text = term.getvalue()
     if quiet:
