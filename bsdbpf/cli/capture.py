@@ -360,6 +360,25 @@ def _quiet_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _announce(args: Any, host: Host, d: Descriptor, *, zerocopy_set: bool,
+              dropped: str | None) -> None:
+    """The notes before the packets: the simulator, the user, where it listens."""
+    if host.simulated:
+        said = ["net.bpf.zerocopy_enable set to 1 for --zerocopy on"] if zerocopy_set else []
+        said.append("no traffic generated (--no-traffic)" if args.no_traffic else
+                    f"generating traffic on {d.interface} ({SIM_RATE} frames/s)")
+        note(f"{host.note}: " + "; ".join(said))
+    if dropped:
+        note(dropped)
+    mode = (f"zero-copy, 2 buffers of {d.buffer_size} bytes" if d.zerocopy else
+            f"buffered, buffer of {d.buffer_size} bytes")
+    note(f"listening on {d.interface}, link-type {dlt_name(d.dlt)}, snapshot length "
+         f"{args.snaplen or MAX_SNAPLEN} bytes; {mode}")
+    fallback = _zerocopy_fallback(d, host)
+    if fallback:
+        note(f"zero-copy not used: {fallback}")
+
+
 def cmd_capture(args: Any, host: Host) -> int:
     if args.list_interfaces:
         return list_interfaces(host)
@@ -380,22 +399,7 @@ def cmd_capture(args: Any, host: Host) -> int:
         output = Output(args, d.dlt, snaplen)
         stack.callback(_close_quietly, output)
         dropped = drop_privileges(args.user, output, host) if args.user is not None else None
-        said = []
-        if host.simulated:
-            if zerocopy_set:
-                said.append("net.bpf.zerocopy_enable set to 1 for --zerocopy on")
-            said.append("no traffic generated (--no-traffic)" if args.no_traffic else
-                        f"generating traffic on {ifname} ({SIM_RATE} frames/s)")
-            note(f"{host.note}: " + "; ".join(said))
-        if dropped:
-            note(dropped)
-        mode = (f"zero-copy, 2 buffers of {d.buffer_size} bytes" if d.zerocopy else
-                f"buffered, buffer of {d.buffer_size} bytes")
-        note(f"listening on {ifname}, link-type {dlt_name(d.dlt)}, snapshot length {snaplen} "
-             f"bytes; {mode}")
-        fallback = _zerocopy_fallback(d, host)
-        if fallback:
-            note(f"zero-copy not used: {fallback}")
+        _announce(args, host, d, zerocopy_set=zerocopy_set, dropped=dropped)
         traffic: Traffic | None = None
         if not args.no_traffic:
             traffic = host.start_traffic(ifname, d.dlt)
