@@ -26,11 +26,27 @@ SUMMARY = re.compile(r"(\d+) packets? captured\n(\d+) packets? received by filte
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
 
 
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_capture_left_running() -> Iterator[None]:
+    """A test that fails half-way leaves no capture running behind it."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def bsdbpf(*args: str, **kw: Any) -> subprocess.Popen[str]:
     env = dict(os.environ, BSDBPF_SYSTEM="sim", PYTHONPATH=str(ROOT))
     kw.setdefault("stdout", subprocess.PIPE)
-    return subprocess.Popen([sys.executable, "-m", "bsdbpf", *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bsdbpf", *args], cwd=ROOT, env=env,
                             stderr=subprocess.PIPE, text=True, **kw)
+    STARTED.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str]) -> None:
