@@ -3,11 +3,11 @@ view of the bpf driver, as ``sysctl(8)`` and ``netstat -B`` give it."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bsdbpf import sysctl
 from bsdbpf.cli.common import PROG, CommandError, note
@@ -32,7 +32,7 @@ def _settings_note(host: Host, tip: str = "") -> None:
              + (f"; {tip}" if tip else ""))
 
 
-def cmd_zerocopy(args: Any, host: Host) -> int:
+def cmd_zerocopy(args: argparse.Namespace, host: Host) -> int:
     if args.action == "status":
         value = sysctl.get(ZEROCOPY_ENABLE, system=host.system)
         if value:
@@ -49,13 +49,13 @@ def cmd_zerocopy(args: Any, host: Host) -> int:
     return 0
 
 
-def _show(args: Any, entry: sysctl.SysctlEntry) -> str:
+def _show(args: argparse.Namespace, entry: sysctl.SysctlEntry) -> str:
     """One line of a listing, as sysctl(8) prints it with -n and -d."""
     shown = entry.description if args.describe else str(entry.value)
     return shown if args.values_only else f"{entry.name}: {shown}"
 
 
-def _one_setting(args: Any, host: Host, item: str) -> bool:
+def _one_setting(args: argparse.Namespace, host: Host, item: str) -> bool:
     """Print or set one NAME or NAME=VALUE; True if something was changed."""
     name, sep, text = item.partition("=")
     name = _full_name(name.strip())
@@ -77,7 +77,7 @@ def _one_setting(args: Any, host: Host, item: str) -> bool:
     return True
 
 
-def cmd_sysctl(args: Any, host: Host) -> int:
+def cmd_sysctl(args: argparse.Namespace, host: Host) -> int:
     failed = changed = False
     for item in ([ROOT] if args.all or not args.settings else []) + args.settings:
         try:
@@ -120,7 +120,7 @@ def stats_table(records: Sequence[DescriptorStats]) -> list[str]:
     return lines
 
 
-def cmd_stats(args: Any, host: Host) -> int:
+def cmd_stats(args: argparse.Namespace, host: Host) -> int:
     if args.zero:
         if args.interface is not None:
             raise CommandError("-z zeroes the counters of every descriptor (net.bpf.stats has "

@@ -9,6 +9,7 @@ print the counters.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import grp
 import math
@@ -17,7 +18,7 @@ import pwd
 import select
 import sys
 import time
-from typing import IO, Any, Callable
+from typing import IO, Callable
 
 from bsdbpf import filter as bpf_filter
 from bsdbpf._native import lib
@@ -51,7 +52,7 @@ def dlt_name(dlt: int) -> str:
 class Output:
     """Where packets go: printed lines, or a pcap file (``-w``)."""
 
-    def __init__(self, args: Any, dlt: int, snaplen: int) -> None:
+    def __init__(self, args: argparse.Namespace, dlt: int, snaplen: int) -> None:
         self.per_packet = args.packet_buffered
         self.stdout: IO[str] = sys.stdout
         self.writer: PcapWriter | None = None
@@ -250,7 +251,7 @@ class CaptureLoop:
 # -- the command --------------------------------------------------------------------
 
 
-def _open_descriptor(args: Any, host: Host, ifname: str) -> Descriptor:
+def _open_descriptor(args: argparse.Namespace, host: Host, ifname: str) -> Descriptor:
     try:
         return Descriptor.open(
             ifname, zerocopy=ZEROCOPY_ARG[args.zerocopy], buffer_size=args.buffer_size,
@@ -282,7 +283,7 @@ def list_interfaces(host: Host) -> int:
     return 0
 
 
-def dump_program(args: Any, host: Host) -> int:
+def dump_program(args: argparse.Namespace, host: Host) -> int:
     """``-d``, ``-dd``, ``-ddd``: print the filter compiled for the interface's
     link type and exit, as tcpdump does."""
     dlt = lib.DLT_EN10MB
@@ -308,7 +309,7 @@ def link_type(text: str) -> int:
                            "LOOP or RAW, or a DLT number") from None
 
 
-def cmd_filter(args: Any, host: Host) -> int:
+def cmd_filter(args: argparse.Namespace, host: Host) -> int:
     """``bsdbpf filter EXPRESSION``: compile it and print the program, no device needed."""
     program = bpf_filter.compile(" ".join(args.expression), link_type(args.linktype),
                                  args.snaplen or MAX_SNAPLEN, optimize=not args.no_optimize)
@@ -316,7 +317,7 @@ def cmd_filter(args: Any, host: Host) -> int:
     return 0
 
 
-def read_file(args: Any, host: Host) -> int:
+def read_file(args: argparse.Namespace, host: Host) -> int:
     """``-r FILE``: print (or ``-w``: copy) the packets of a pcap file."""
     try:
         reader = PcapReader(sys.stdin.buffer if args.read == "-" else args.read)
@@ -360,7 +361,7 @@ def _quiet_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _announce(args: Any, host: Host, d: Descriptor, *, zerocopy_set: bool,
+def _announce(args: argparse.Namespace, host: Host, d: Descriptor, *, zerocopy_set: bool,
               dropped: str | None) -> None:
     """The notes before the packets: the simulator, the user, where it listens."""
     if host.simulated:
@@ -379,7 +380,7 @@ def _announce(args: Any, host: Host, d: Descriptor, *, zerocopy_set: bool,
         note(f"zero-copy not used: {fallback}")
 
 
-def cmd_capture(args: Any, host: Host) -> int:
+def cmd_capture(args: argparse.Namespace, host: Host) -> int:
     if args.list_interfaces:
         return list_interfaces(host)
     if args.dump:
