@@ -15,12 +15,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from bsdbpf import sysctl
 from bsdbpf._native import lib
 from bsdbpf.netif import Interface, interfaces
 from bsdbpf.system import System
+
+if TYPE_CHECKING:  # the simulator is imported only where one is running
+    from bsdbpf.sim import Kernel
 
 __all__ = ["Host", "SimulatedHost", "make_host", "sample_frames"]
 
@@ -67,7 +70,7 @@ class Host:
 class Traffic:
     """Frames offered to a simulated interface by a thread, until :meth:`stop`."""
 
-    def __init__(self, kernel: Any, ifname: str, dlt: int, rate: int) -> None:
+    def __init__(self, kernel: Kernel, ifname: str, dlt: int, rate: int) -> None:
         self._kernel, self._ifname = kernel, ifname
         self._frames = list(sample_frames(dlt))
         self._rate = rate
@@ -101,7 +104,7 @@ class SimulatedHost(Host):
     simulated = True
     note = SIM_NOTE
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Kernel) -> None:
         super().__init__(kernel)
         self.kernel = kernel
 
@@ -124,7 +127,7 @@ def make_host(system: System) -> Host:
     """The :class:`Host` for ``system``: simulated if it is a simulated kernel
     (the one kind of system that can generate traffic)."""
     if callable(getattr(system, "generate", None)):
-        return SimulatedHost(system)
+        return SimulatedHost(cast("Kernel", system))
     return Host(system)
 
 
