@@ -191,8 +191,9 @@ def test_write_to_standard_output_feeds_a_pipe() -> None:
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
-def test_tcpdump_reads_standard_output_through_a_pipe() -> None:
-    proc = bsdbpf("capture", "-c", "9", "-w", "-", "--time-stamp-precision", "micro")
+@pytest.mark.parametrize("target", ["-", "/dev/stdout"])
+def test_tcpdump_reads_standard_output_through_a_pipe(target: str) -> None:
+    proc = bsdbpf("capture", "-c", "9", "-w", target, "--time-stamp-precision", "micro")
     dump = subprocess.run(["tcpdump", "-n", "-r", "-"], stdin=proc.stdout,
                           capture_output=True, text=True, timeout=60, check=True)
     finish(proc)
