@@ -303,6 +303,10 @@ def test_read_prints_a_file_as_a_live_capture_would(
     assert (status, len(out)) == (0, 2)
     status, out, _ = run(capsys, ["capture", "-r", str(path), "-t", "icmp"], None)
     assert (status, out) == (0, [DECODED[3], DECODED[5]])
+    copy = tmp_path / "icmp.pcap"
+    status, out, _ = run(capsys, ["capture", "-r", str(path), "-w", str(copy), "icmp"], None)
+    assert (status, out) == (0, [])
+    assert [r[3] for r in read_pcap(copy)[1]] == [FRAMES[3], FRAMES[5]]
 
 
 def test_read_takes_tcpdumps_microsecond_big_endian_files(
