@@ -84,6 +84,8 @@ class Traffic:
         while not self._done.is_set():
             due = int((time.monotonic() - start) * self._rate)
             for _ in range(min(due - sent, per_tick * 4)):  # catch up, in bounded bursts
+                if self._done.is_set():
+                    return  # stop() waits for one frame at most
                 frame = self._frames[sent % len(self._frames)]
                 try:
                     self._kernel.inject(self._ifname, frame)
