@@ -8,7 +8,9 @@ with ``BSDBPF_SYSTEM=host`` on FreeBSD, run as root; elsewhere the test's
 Ethernet interface: ``em0``, or ``BSDBPF_TEST_IFNAME`` on FreeBSD),
 ``traffic`` (``traffic(ifname, frame, outgoing=False)``: the simulator's
 ``inject``, or frames across the epair(4) pair on FreeBSD, see
-``tests/hosttraffic.py``) and ``rec`` (a :class:`Recorder` over the kernel).
+``tests/hosttraffic.py``), ``sysctl`` (a :class:`Sysctl`: net.bpf sysctls set
+by the test, restored after it), ``zerocopy`` (net.bpf.zerocopy_enable=1 for
+the test, on either kernel) and ``rec`` (a :class:`Recorder` over the kernel).
 A test file that needs another kernel overrides ``kernel`` with
 :func:`sim_kernel`; ``system`` follows it.
 
@@ -158,6 +160,53 @@ def traffic(system: Any, ifname: str) -> Iterator[Callable[..., None]]:
         yield inject_host
 
 
+class Sysctl:
+    """Sets net.bpf sysctls for one test and puts the old values back (the real
+    kernel's are global)."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.saved: dict[str, bytes] = {}
+
+    def get(self, name: str) -> int:
+        return int_value(self.system.sysctlbyname(name))
+
+    def set(self, name: str, value: int) -> int:
+        old = self.system.sysctlbyname(name, int_bytes(value))
+        self.saved.setdefault(name, old)
+        return int_value(old)
+
+    def restore(self) -> None:
+        for name, old in reversed(list(self.saved.items())):
+            self.system.sysctlbyname(name, old)
+        self.saved.clear()
+
+
+def int_bytes(value: int) -> bytes:
+    return value.to_bytes(4, sys.byteorder, signed=True)
+
+
+def int_value(data: bytes) -> int:
+    assert len(data) == 4, f"an int sysctl is 4 bytes, got {len(data)}"
+    return int.from_bytes(data, sys.byteorder, signed=True)
+
+
+@pytest.fixture
+def sysctl(system: System) -> Iterator[Sysctl]:
+    """net.bpf sysctls set by the test, restored afterwards."""
+    s = Sysctl(system)
+    try:
+        yield s
+    finally:
+        s.restore()
+
+
+@pytest.fixture
+def zerocopy(sysctl: Sysctl) -> None:
+    """net.bpf.zerocopy_enable=1 for this test."""
+    sysctl.set("net.bpf.zerocopy_enable", 1)
+
+
 # -- frames -------------------------------------------------------------------
 
 
@@ -178,14 +227,15 @@ def null_frame(i: int, size: int = 64) -> bytes:
 
 
 class Recorder:
-    """A System that logs every call, then passes it to the kernel.
+    """A System that logs every call, then passes it to another System (the
+    kernel, or the test's ``system``).
 
     ``calls`` holds ``("open", path)``, ``("close", fd)``, ``("ioctl",
     request)``, ``("read", nbytes)``, ``("write", nbytes)`` and ``("sysctl",
     name)``; BIOCSETZBUF also adds ``("BIOCSETZBUF", bufa, bufb, buflen)``.
     """
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: System) -> None:
         self.kernel = kernel
         self.calls: list[tuple[Any, ...]] = []
 

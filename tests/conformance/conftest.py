@@ -1,6 +1,7 @@
 """Fixtures of the conformance suite: one body per test, run on either kernel.
 
-``system``, ``kernel``, ``ifname`` and ``traffic`` come from ``tests/conftest.py``:
+``system``, ``kernel``, ``ifname``, ``traffic``, ``sysctl`` and ``zerocopy`` come
+from ``tests/conftest.py``:
 
 * ``BSDBPF_SYSTEM=host`` on FreeBSD (as root): ``system`` is
   :class:`bsdbpf.system.HostSystem`, the interface comes from
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import pytest
 from conftest import interface
 
-from .helpers import ON_HOST, Bpf, Sysctl
+from .helpers import ON_HOST, Bpf
 
 
 @pytest.fixture
@@ -47,22 +48,6 @@ def bpf(system: Any) -> Iterator[Bpf]:
         yield harness
     finally:
         harness.cleanup()
-
-
-@pytest.fixture
-def sysctl(system: Any) -> Iterator[Sysctl]:
-    """net.bpf sysctls set by the test, restored afterwards (the real kernel's are global)."""
-    s = Sysctl(system)
-    try:
-        yield s
-    finally:
-        s.restore()
-
-
-@pytest.fixture
-def zerocopy(sysctl: Sysctl) -> None:
-    """net.bpf.zerocopy_enable=1 for this test."""
-    sysctl.set("net.bpf.zerocopy_enable", 1)
 
 
 @pytest.fixture

@@ -371,36 +371,6 @@ class Bpf:
 
 # FreeBSD's int sysctls, stated here independently of bsdbpf.raw's codec: the
 # suite checks the kernel's bytes against them.
-def int_bytes(value: int) -> bytes:
-    return value.to_bytes(4, sys.byteorder, signed=True)
-
-
-def int_value(data: bytes) -> int:
-    assert len(data) == 4, f"an int sysctl is 4 bytes, got {len(data)}"
-    return int.from_bytes(data, sys.byteorder, signed=True)
-
-
-class Sysctl:
-    """Sets net.bpf sysctls for one test and puts the old values back."""
-
-    def __init__(self, system: Any) -> None:
-        self.system = system
-        self.saved: dict[str, bytes] = {}
-
-    def get(self, name: str) -> int:
-        return int_value(self.system.sysctlbyname(name))
-
-    def set(self, name: str, value: int) -> int:
-        old = self.system.sysctlbyname(name, int_bytes(value))
-        self.saved.setdefault(name, old)
-        return int_value(old)
-
-    def restore(self) -> None:
-        for name, old in reversed(list(self.saved.items())):
-            self.system.sysctlbyname(name, old)
-        self.saved.clear()
-
-
 def xbpf_records(raw: bytes) -> list[Any]:
     """Split net.bpf.stats into struct xbpf_d copies."""
     size = ffi.sizeof("struct xbpf_d")

@@ -16,6 +16,7 @@ import sys
 import threading
 
 import pytest
+from conftest import int_bytes
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError
@@ -24,7 +25,6 @@ from .helpers import (
     PAGE,
     WAIT,
     eth_frame,
-    int_bytes,
     run_isolated,
     sim_only,
     stats_records,

@@ -7,6 +7,7 @@ import signal
 import sys
 
 import pytest
+from conftest import int_bytes, int_value
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
@@ -24,8 +25,6 @@ from .helpers import (
     RET_K,
     eth_frame,
     insn,
-    int_bytes,
-    int_value,
     raises,
     reject_ethertype,
     stats_record,
