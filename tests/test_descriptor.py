@@ -1,4 +1,9 @@
-"""Descriptor on the simulated kernel: lifecycle, every knob, misuse, buffered capture."""
+"""Descriptor on the system under test (the simulator, or FreeBSD's kernel with
+BSDBPF_SYSTEM=host): lifecycle, every knob, misuse, buffered capture.
+
+Descriptors that capture are opened after ``traffic`` is set up: on the real
+kernel its witness descriptor must be the interface's oldest.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,12 @@ import errno
 import gc
 import os
 import selectors
-import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-from conftest import SEQ, Recorder
+from conftest import SEQ, Recorder, Sysctl, sim_only
 from conftest import ether_frame as frame
 
 from bsdbpf import (
@@ -38,20 +42,31 @@ from bsdbpf import (
 )
 from bsdbpf._native import lib
 from bsdbpf.sim import Kernel
+from bsdbpf.system import System
 
 RET_K = lib.BPF_RET | lib.BPF_K
 ACCEPT = [(RET_K, 0, 0, 0xFFFFFFFF)]
 
 
+Traffic = Callable[..., None]
+
+
 @pytest.fixture
-def d(kernel: Kernel) -> Iterator[Descriptor]:
-    with Descriptor(system=kernel) as desc:
+def rec(system: System) -> Recorder:
+    """A :class:`Recorder` over the system under test."""
+    return Recorder(system)
+
+
+@pytest.fixture
+def d(system: System) -> Iterator[Descriptor]:
+    with Descriptor(system=system) as desc:
         yield desc
 
 
 @pytest.fixture
-def em0(kernel: Kernel) -> Iterator[Descriptor]:
-    with Descriptor.open("em0", zerocopy=False, immediate=True, system=kernel) as desc:
+def em0(system: System, ifname: str, traffic: Traffic) -> Iterator[Descriptor]:
+    """An immediate descriptor on ``ifname`` (opened after ``traffic``)."""
+    with Descriptor.open(ifname, zerocopy=False, immediate=True, system=system) as desc:
         yield desc
 
 
@@ -111,6 +126,7 @@ def forget(holder: list[Any]) -> None:
     gc.collect()
 
 
+@sim_only("changes the simulated process's uid (kernel.uid) to make open(2) fail")
 def test_del_of_half_initialised_objects_is_quiet(kernel: Kernel) -> None:
     kernel.uid = 1000
     with pytest.raises(PermissionDenied) as info:
@@ -135,8 +151,8 @@ def test_open_failure_releases_the_fd_and_reraises(rec: Recorder) -> None:
     assert rec.calls[-1][0] == "close"
 
 
-def test_open_runs_the_setup_in_the_kernels_order(rec: Recorder, kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, buffer_size=8192, snaplen=96,
+def test_open_runs_the_setup_in_the_kernels_order(rec: Recorder, ifname: str) -> None:
+    with Descriptor.open(ifname, zerocopy=False, buffer_size=8192, snaplen=96,
                          immediate=True, direction=Direction.IN,
                          timestamp=TimestampFormat.NANOTIME, read_timeout=0.25,
                          promiscuous=True, nonblocking=True, system=rec):
@@ -146,11 +162,11 @@ def test_open_runs_the_setup_in_the_kernels_order(rec: Recorder, kernel: Kernel)
     assert [r for r in order if r in setup] == setup
 
 
-def test_open_rejects_bad_arguments(kernel: Kernel) -> None:
+def test_open_rejects_bad_arguments(system: System, ifname: str) -> None:
     with pytest.raises(ValueError, match="zerocopy"):
-        Descriptor.open("em0", zerocopy="yes", system=kernel)
+        Descriptor.open(ifname, zerocopy="yes", system=system)
     with pytest.raises(ValueError, match="not both"):
-        Descriptor.open("em0", filter=ACCEPT, snaplen=10, system=kernel)
+        Descriptor.open(ifname, filter=ACCEPT, snaplen=10, system=system)
 
 
 # -- every knob round-trips -------------------------------------------------------
@@ -229,6 +245,8 @@ def test_negative_read_timeout_is_einval(d: Descriptor) -> None:
     assert info.value.errno == errno.EINVAL
 
 
+@sim_only("needs an interface offering exactly DLT_EN10MB and DLT_RAW (the simulator's "
+          "multi0)")
 def test_interface_dlt_and_dlt_list(kernel: Kernel) -> None:
     with Descriptor.open("multi0", zerocopy=False, system=kernel) as desc:
         assert desc.interface == "multi0"
@@ -239,7 +257,11 @@ def test_interface_dlt_and_dlt_list(kernel: Kernel) -> None:
         with pytest.raises(InvalidArgument) as info:
             desc.dlt = lib.DLT_NULL
         assert info.value.errno == errno.EINVAL
-    with Descriptor.open("lo0", zerocopy=False, system=kernel) as desc:
+
+
+def test_loopback_offers_dlt_null_only(system: System) -> None:
+    with Descriptor.open("lo0", zerocopy=False, system=system) as desc:
+        assert desc.interface == "lo0"
         assert (desc.dlt, desc.dlt_list) == (lib.DLT_NULL, [lib.DLT_NULL])
 
 
@@ -262,17 +284,19 @@ def test_filters_are_remembered_as_set(em0: Descriptor) -> None:
     assert list(em0.write_filter) == list(ACCEPT)
 
 
-def test_bytes_available_counts_buffered_data(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, system=kernel) as desc:
-        kernel.inject("em0", frame(0, 60))
+def test_bytes_available_counts_buffered_data(system: System, ifname: str,
+                                              traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, system=system) as desc:
+        traffic(ifname, frame(0, 60))
         assert desc.bytes_available == 26 + 60
 
 
-def test_promiscuous_and_stats_and_flush(em0: Descriptor, kernel: Kernel) -> None:
+def test_promiscuous_and_stats_and_flush(em0: Descriptor, ifname: str,
+                                         traffic: Traffic) -> None:
     em0.promiscuous()
     em0.promiscuous()  # idempotent
     for i in range(3):
-        kernel.inject("em0", frame(i))
+        traffic(ifname, frame(i))
     assert em0.stats() == BpfStat(3, 0)
     em0.flush()
     assert em0.stats() == BpfStat(0, 0)
@@ -294,16 +318,20 @@ def test_buffer_mode_after_attach_is_ebusy(em0: Descriptor) -> None:
     assert info.value.errno == errno.EBUSY
 
 
-def test_zerocopy_true_while_disabled_names_the_sysctl(rec: Recorder) -> None:
+def test_zerocopy_true_while_disabled_names_the_sysctl(rec: Recorder, ifname: str,
+                                                      sysctl: Sysctl) -> None:
+    sysctl.set("net.bpf.zerocopy_enable", 0)
     with pytest.raises(ZeroCopyDisabled) as info:
-        Descriptor.open("em0", zerocopy=True, system=rec)
+        Descriptor.open(ifname, zerocopy=True, system=rec)
     assert info.value.errno == errno.EINVAL
     assert "sysctl net.bpf.zerocopy_enable=1" in str(info.value)
     assert rec.calls[-1][0] == "close"
 
 
-def test_zerocopy_auto_falls_back_and_says_why(kernel: Kernel) -> None:
-    with Descriptor.open("em0", system=kernel) as desc:
+def test_zerocopy_auto_falls_back_and_says_why(system: System, ifname: str,
+                                               sysctl: Sysctl) -> None:
+    sysctl.set("net.bpf.zerocopy_enable", 0)
+    with Descriptor.open(ifname, system=system) as desc:
         assert not desc.zerocopy
         assert desc.buffer_mode is BufferMode.BUFFER
         assert "net.bpf.zerocopy_enable" in (desc.zerocopy_fallback_reason or "")
@@ -358,15 +386,15 @@ def test_out_of_range_instruction_is_refused_before_the_kernel(rec: Recorder) ->
         assert len(rec.calls) == before
 
 
-def test_program_longer_than_maxinsns(d: Descriptor, kernel: Kernel) -> None:
-    kernel.sysctlbyname("net.bpf.maxinsns", (2).to_bytes(4, sys.byteorder))
+def test_program_longer_than_maxinsns(d: Descriptor, sysctl: Sysctl) -> None:
+    sysctl.set("net.bpf.maxinsns", 2)
     with pytest.raises(InvalidFilter) as info:
         d.set_filter(ACCEPT * 3)
     assert info.value.errno == errno.EINVAL
 
 
-def test_locked_descriptor_refuses_reconfiguration_but_captures(em0: Descriptor,
-                                                                kernel: Kernel) -> None:
+def test_locked_descriptor_refuses_reconfiguration_but_captures(em0: Descriptor, ifname: str,
+                                                                traffic: Traffic) -> None:
     em0.lock()
     assert em0.locked
     for change in (lambda: setattr(em0, "direction", Direction.IN),
@@ -379,17 +407,17 @@ def test_locked_descriptor_refuses_reconfiguration_but_captures(em0: Descriptor,
         assert info.value.errno == errno.EPERM
     em0.immediate = True  # allowed when locked
     em0.timestamp = TimestampFormat.NANOTIME  # BIOCSTSTAMP is allowed, BIOCGTSTAMP not
-    kernel.inject("em0", frame(5))
+    traffic(ifname, frame(5))
     got = [(bytes(p.data), p.tstamp) for p in em0.packets(count=1, timeout=5)]
     assert got == [(frame(5), lib.BPF_T_NANOTIME)]
     assert em0.stats() == BpfStat(1, 0)
 
 
-def test_write_unattached_and_write_filter(d: Descriptor, kernel: Kernel) -> None:
+def test_write_unattached_and_write_filter(d: Descriptor, ifname: str) -> None:
     with pytest.raises(NotAttached) as info:
         d.write(frame(0))
     assert info.value.errno == errno.ENXIO
-    d.attach("em0")
+    d.attach(ifname)
     assert d.write(frame(1)) == 64
     d.write_filter = [(RET_K, 0, 0, 0)]  # reject every frame
     with pytest.raises(WriteRejected) as info2:
@@ -403,6 +431,8 @@ def test_reading_an_unattached_descriptor(d: Descriptor) -> None:
     assert info.value.errno == errno.ENXIO
 
 
+@sim_only("needs the interface to depart (kernel.remove_interface); on the real kernel this "
+          "would destroy the test's epair(4)")
 def test_reading_after_the_interface_departed(em0: Descriptor, kernel: Kernel) -> None:
     kernel.inject("em0", frame(1))
     kernel.remove_interface("em0")
@@ -421,42 +451,48 @@ def test_negative_timeout(em0: Descriptor) -> None:
 # -- buffered capture -------------------------------------------------------------
 
 
-def test_injected_frames_arrive_byte_for_byte(em0: Descriptor, kernel: Kernel) -> None:
+def test_injected_frames_arrive_byte_for_byte(em0: Descriptor, ifname: str,
+                                              traffic: Traffic) -> None:
     frames = [frame(i, size) for i, size in enumerate([60, 64, 1514, 61, 100])]
     for f in frames:
-        kernel.inject("em0", f)
+        traffic(ifname, f)
     got = [(bytes(p.data), p.caplen, p.wirelen) for p in em0.packets(timeout=0)]
     assert got == [(f, len(f), len(f)) for f in frames]
     assert em0.records_consumed == 5
 
 
-def test_snaplen_truncates_and_wirelen_remembers(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, snaplen=20, system=kernel) as desc:
-        kernel.inject("em0", frame(1, 200))
+def test_snaplen_truncates_and_wirelen_remembers(system: System, ifname: str,
+                                                 traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, snaplen=20, system=system) as desc:
+        traffic(ifname, frame(1, 200))
         (pkt,) = [p.copy() for p in desc.packets(timeout=0)]
         assert (pkt.caplen, pkt.wirelen, bytes(pkt.data)) == (20, 200, frame(1, 200)[:20])
 
 
-def test_filter_selects_packets(kernel: Kernel) -> None:
+def test_filter_selects_packets(system: System, ifname: str, traffic: Traffic) -> None:
     # Accept frames whose sequence number's low byte is odd.
     prog = [(lib.BPF_LD | lib.BPF_B | lib.BPF_ABS, 0, 0, 21),
             (lib.BPF_JMP | lib.BPF_JSET | lib.BPF_K, 0, 1, 1),
             (RET_K, 0, 0, 0xFFFF),
             (RET_K, 0, 0, 0)]
-    with Descriptor.open("em0", zerocopy=False, filter=prog, system=kernel) as desc:
+    with Descriptor.open(ifname, zerocopy=False, filter=prog, system=system) as desc:
         for i in range(10):
-            kernel.inject("em0", frame(i))
+            traffic(ifname, frame(i))
         seqs = [SEQ.unpack_from(p.data, 14)[0] for p in desc.packets(timeout=0)]
     assert seqs == [1, 3, 5, 7, 9]
 
 
-def test_direction_in_skips_outgoing_frames(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, direction=Direction.IN, system=kernel) as desc:
-        kernel.inject("em0", frame(1), outgoing=True)
-        kernel.inject("em0", frame(2))
+def test_direction_in_skips_outgoing_frames(system: System, ifname: str,
+                                            traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, direction=Direction.IN,
+                         system=system) as desc:
+        traffic(ifname, frame(1), outgoing=True)
+        traffic(ifname, frame(2))
         assert [bytes(p.data) for p in desc.packets(timeout=0)] == [frame(2)]
 
 
+@sim_only("injects on lo0 (DLT_NULL): on the real kernel frames are injected on the "
+          "epair(4) pair only")
 def test_dlt_null_records(kernel: Kernel) -> None:
     with Descriptor.open("lo0", zerocopy=False, system=kernel) as desc:
         payload = (2).to_bytes(4, "little") + b"\x45" + bytes(39)
@@ -467,22 +503,23 @@ def test_dlt_null_records(kernel: Kernel) -> None:
 
 @pytest.mark.parametrize("fmt", [TimestampFormat.MICROTIME, TimestampFormat.NANOTIME,
                                  TimestampFormat.BINTIME])
-def test_wall_clock_timestamps(kernel: Kernel, fmt: TimestampFormat) -> None:
-    with Descriptor.open("em0", zerocopy=False, timestamp=fmt, system=kernel) as desc:
+def test_wall_clock_timestamps(system: System, ifname: str, traffic: Traffic,
+                               fmt: TimestampFormat) -> None:
+    with Descriptor.open(ifname, zerocopy=False, timestamp=fmt, system=system) as desc:
         before = time.time_ns()
-        kernel.inject("em0", frame(0))
+        traffic(ifname, frame(0))
         after = time.time_ns()
         (pkt,) = [p.copy() for p in desc.packets(timeout=0)]
-        # The simulator's wall clock is boot time + uptime, as FreeBSD's.
+        # The wall clock is boot time + uptime, on FreeBSD and the simulator.
         assert before - 10**9 <= pkt.timestamp_ns <= after + 10**9
         assert abs(pkt.datetime.timestamp() - pkt.timestamp) < 1e-5
 
 
-def test_monotonic_timestamps(kernel: Kernel) -> None:
+def test_monotonic_timestamps(system: System, ifname: str, traffic: Traffic) -> None:
     ts = Timestamp(TimestampFormat.NANOTIME, Clock.MONOTONIC)
-    with Descriptor.open("em0", zerocopy=False, timestamp=ts, system=kernel) as desc:
+    with Descriptor.open(ifname, zerocopy=False, timestamp=ts, system=system) as desc:
         before = time.monotonic_ns()
-        kernel.inject("em0", frame(0))
+        traffic(ifname, frame(0))
         after = time.monotonic_ns()
         (pkt,) = [p.copy() for p in desc.packets(timeout=0)]
         assert before <= pkt.timestamp_ns <= after
@@ -491,19 +528,19 @@ def test_monotonic_timestamps(kernel: Kernel) -> None:
             _ = pkt.datetime
 
 
-def test_no_timestamp(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, timestamp=TimestampFormat.NONE,
-                         system=kernel) as desc:
-        kernel.inject("em0", frame(0))
+def test_no_timestamp(system: System, ifname: str, traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, timestamp=TimestampFormat.NONE,
+                         system=system) as desc:
+        traffic(ifname, frame(0))
         (pkt,) = [p.copy() for p in desc.packets(timeout=0)]
         assert pkt.timestamp_ns == 0
         assert bytes(pkt.data) == frame(0)
 
 
-def test_a_packet_is_valid_until_its_buffer_goes_back(em0: Descriptor,
-                                                       kernel: Kernel) -> None:
+def test_a_packet_is_valid_until_its_buffer_goes_back(em0: Descriptor, ifname: str,
+                                                       traffic: Traffic) -> None:
     for i in range(3):
-        kernel.inject("em0", frame(i))
+        traffic(ifname, frame(i))
     it = em0.packets(timeout=0)
     first = next(it)
     kept = first.copy()
@@ -519,33 +556,34 @@ def test_a_packet_is_valid_until_its_buffer_goes_back(em0: Descriptor,
     assert bytes(kept.data) == frame(0)
 
 
-def test_list_of_packets_across_buffers_needs_copies(em0: Descriptor,
-                                                     kernel: Kernel) -> None:
-    kernel.inject("em0", frame(0))
+def test_list_of_packets_across_buffers_needs_copies(em0: Descriptor, ifname: str,
+                                                     traffic: Traffic) -> None:
+    traffic(ifname, frame(0))
     (old,) = em0.packets(count=1, timeout=0)
-    kernel.inject("em0", frame(1))
+    traffic(ifname, frame(1))
     both = [old, *em0.packets(count=1, timeout=0)]
     with pytest.raises(ValueError, match="released"):
         bytes(both[0])  # its buffer went back when the second one was fetched
-    kernel.inject("em0", frame(2))
-    kernel.inject("em0", frame(3))
+    traffic(ifname, frame(2))
+    traffic(ifname, frame(3))
     copies = list(em0.packets(count=2, timeout=0, copy=True))
     list(em0.packets(timeout=0))  # gives the buffer back
     assert [bytes(p) for p in copies] == [frame(2), frame(3)]
 
 
-def test_count_stops_early_and_the_next_call_goes_on(em0: Descriptor, kernel: Kernel) -> None:
+def test_count_stops_early_and_the_next_call_goes_on(em0: Descriptor, ifname: str,
+                                                     traffic: Traffic) -> None:
     for i in range(5):
-        kernel.inject("em0", frame(i))
+        traffic(ifname, frame(i))
     first = [SEQ.unpack_from(p.data, 14)[0] for p in em0.packets(count=2, timeout=0)]
     rest = [SEQ.unpack_from(p.data, 14)[0] for p in em0.packets(timeout=0)]
     assert (first, rest) == ([0, 1], [2, 3, 4])
     assert em0.buffers_consumed == 1
 
 
-def test_batches_release_their_views(em0: Descriptor, kernel: Kernel) -> None:
+def test_batches_release_their_views(em0: Descriptor, ifname: str, traffic: Traffic) -> None:
     for i in range(4):
-        kernel.inject("em0", frame(i))
+        traffic(ifname, frame(i))
     batch = em0.next_batch(timeout=0)
     assert batch is not None
     with batch:
@@ -556,62 +594,65 @@ def test_batches_release_their_views(em0: Descriptor, kernel: Kernel) -> None:
     assert em0.next_batch(timeout=0) is None
 
 
-def test_the_read_buffer_is_exactly_bgblen(kernel: Kernel, rec: Recorder) -> None:
-    with Descriptor.open("em0", zerocopy=False, buffer_size=10000, system=rec) as desc:
-        kernel.inject("em0", frame(0))
+def test_the_read_buffer_is_exactly_bgblen(rec: Recorder, ifname: str,
+                                           traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, buffer_size=10000, system=rec) as desc:
+        traffic(ifname, frame(0))
         list(desc.packets(timeout=0))
         assert ("read", 10000) in rec.calls
         assert {c[1] for c in rec.calls if c[0] == "read"} == {desc.buffer_size}
 
 
 def test_timeout_zero_returns_at_once_and_a_deadline_drains_a_partial_buffer(
-        kernel: Kernel) -> None:
+        system: System, ifname: str, traffic: Traffic) -> None:
     # Not immediate: the kernel would hold packets until the buffer fills.
-    with Descriptor.open("em0", zerocopy=False, system=kernel) as desc:
+    with Descriptor.open(ifname, zerocopy=False, system=system) as desc:
         assert list(desc.packets(timeout=0)) == []
-        kernel.inject("em0", frame(7))
+        traffic(ifname, frame(7))
         assert [bytes(p.data) for p in desc.packets(timeout=0.05)] == [frame(7)]
         assert not desc.nonblocking  # the non-blocking read was undone
 
 
-def test_blocking_read_returns_a_full_buffer(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, system=kernel) as desc:
+def test_blocking_read_returns_a_full_buffer(system: System, ifname: str,
+                                             traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, system=system) as desc:
         for i in range(100):  # 100 records of 90 bytes overflow 4096: a rotation
-            kernel.inject("em0", frame(i))
+            traffic(ifname, frame(i))
         batch = desc.next_batch()  # timeout=None: read(2) blocks until a buffer is full
         assert batch is not None
         assert [SEQ.unpack_from(p.data, 14)[0] for p in batch] == list(range(len(batch)))
 
 
-def test_nonblocking_reads(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, nonblocking=True, system=kernel) as desc:
+def test_nonblocking_reads(system: System, ifname: str, traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, nonblocking=True, system=system) as desc:
         assert desc.next_batch(timeout=0) is None
-        kernel.inject("em0", frame(3))
+        traffic(ifname, frame(3))
         assert [bytes(p.data) for p in desc.packets(timeout=0)] == [frame(3)]
 
 
-def test_read_timeout_makes_a_partial_buffer_readable(kernel: Kernel) -> None:
-    with Descriptor.open("em0", zerocopy=False, read_timeout=0.01, system=kernel) as desc:
-        kernel.inject("em0", frame(4))
+def test_read_timeout_makes_a_partial_buffer_readable(system: System, ifname: str,
+                                                       traffic: Traffic) -> None:
+    with Descriptor.open(ifname, zerocopy=False, read_timeout=0.01, system=system) as desc:
+        traffic(ifname, frame(4))
         assert [bytes(p.data) for p in desc.packets(count=1)] == [frame(4)]
 
 
-def test_selectors_see_readiness(em0: Descriptor, kernel: Kernel) -> None:
+def test_selectors_see_readiness(em0: Descriptor, ifname: str, traffic: Traffic) -> None:
     with selectors.DefaultSelector() as sel:
         sel.register(em0, selectors.EVENT_READ)
         assert sel.select(0) == []
-        kernel.inject("em0", frame(1))
+        traffic(ifname, frame(1))
         assert len(sel.select(5)) == 1
         assert len(list(em0.packets(timeout=0))) == 1
 
 
-def test_async_packets_and_batches(em0: Descriptor, kernel: Kernel) -> None:
+def test_async_packets_and_batches(em0: Descriptor, ifname: str, traffic: Traffic) -> None:
     async def main() -> tuple[list[bytes], list[int]]:
         loop = asyncio.get_running_loop()
         for i in range(3):
-            loop.call_later(0.01 * (i + 1), kernel.inject, "em0", frame(i))
+            loop.call_later(0.01 * (i + 1), traffic, ifname, frame(i))
         got = [bytes(p.data) async for p in em0.apackets(count=3)]
-        kernel.inject("em0", frame(9))
+        traffic(ifname, frame(9))
         sizes = [len(b) async for b in em0.abatches(timeout=0.05)]
         return got, sizes
 
@@ -627,6 +668,7 @@ def test_async_timeout_with_nothing(em0: Descriptor) -> None:
     assert asyncio.run(main()) == []
 
 
+@sim_only("runs the simulator's packet generator at full speed (kernel.generate)")
 def test_generator_run_balances_in_buffered_mode(kernel: Kernel) -> None:
     with Descriptor.open("em0", zerocopy=False, buffer_size=16384, system=kernel) as desc:
         gen = kernel.generate("em0", 100_000, size=96)
