@@ -42,6 +42,11 @@ from bsdbpf.system import HostSystem, System
 ON_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM") == "host"
 #: Why a test that uses the ``kernel`` fixture cannot run on the real kernel.
 USES_SIMULATOR = "uses the simulated kernel itself (the kernel fixture), not the System seam"
+#: Why a test that drives the simulator's packet generator stays simulator-only.
+GENERATOR = "runs the simulator's packet generator at full speed (kernel.generate)"
+#: Why a test that removes an interface stays simulator-only.
+DEPARTURE = ("needs the interface to depart (kernel.remove_interface); on the real kernel "
+             "this would destroy the test's epair(4)")
 
 SEQ = struct.Struct(">Q")
 ETHERTYPE = 0x88B5  # IEEE local experimental

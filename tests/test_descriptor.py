@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from conftest import SEQ, Recorder, Sysctl, sim_only
+from conftest import DEPARTURE, GENERATOR, SEQ, Recorder, Sysctl, sim_only
 from conftest import ether_frame as frame
 
 from bsdbpf import (
@@ -431,8 +431,7 @@ def test_reading_an_unattached_descriptor(d: Descriptor) -> None:
     assert info.value.errno == errno.ENXIO
 
 
-@sim_only("needs the interface to depart (kernel.remove_interface); on the real kernel this "
-          "would destroy the test's epair(4)")
+@sim_only(DEPARTURE)
 def test_reading_after_the_interface_departed(em0: Descriptor, kernel: Kernel) -> None:
     kernel.inject("em0", frame(1))
     kernel.remove_interface("em0")
@@ -668,7 +667,7 @@ def test_async_timeout_with_nothing(em0: Descriptor) -> None:
     assert asyncio.run(main()) == []
 
 
-@sim_only("runs the simulator's packet generator at full speed (kernel.generate)")
+@sim_only(GENERATOR)
 def test_generator_run_balances_in_buffered_mode(kernel: Kernel) -> None:
     with Descriptor.open("em0", zerocopy=False, buffer_size=16384, system=kernel) as desc:
         gen = kernel.generate("em0", 100_000, size=96)
