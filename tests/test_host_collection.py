@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import USES_SIMULATOR
+from conftest import DEPARTURE, GENERATOR, USES_SIMULATOR
 
 from bsdbpf.sim import Kernel
 
@@ -152,3 +152,44 @@ def test_no_conformance_data_path_test_is_simulator_only() -> None:
         on_both = [i for i in conf if i["nodeid"].startswith(f"tests/conformance/{name}")
                    and "traffic" in i["fixtures"] and i["sim_only"] is None]
         assert len(on_both) >= 10, name
+
+
+#: The Descriptor's test files: per file, the only tests that stay
+#: simulator-only (parametrised ones once), a word of their reason, and the
+#: least number of tests that run on either kernel.
+DESCRIPTOR_FILES: dict[str, tuple[dict[str, str], int]] = {
+    "test_descriptor.py": ({
+        "test_del_of_half_initialised_objects_is_quiet": "uid",
+        "test_interface_dlt_and_dlt_list": "DLT_RAW",
+        "test_reading_after_the_interface_departed": DEPARTURE,
+        "test_dlt_null_records": "lo0",
+        "test_generator_run_balances_in_buffered_mode": GENERATOR,
+    }, 95),
+    "test_zerocopy.py": ({
+        "test_a_jumbo_frame_arrives_whole": "MTU",
+        "test_a_frame_larger_than_the_buffer_is_truncated_to_fit": "MTU",
+        "test_interface_departure_while_waiting": DEPARTURE,
+        "test_generator_run_with_small_buffers_balances": GENERATOR,
+        "test_million_generated_packets_lose_none_uncounted": GENERATOR,
+    }, 25),
+    "test_capture.py": ({
+        "test_packets_buffered_at_departure_come_before_not_attached": DEPARTURE,
+    }, 12),
+    "test_records.py": ({}, 60),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DESCRIPTOR_FILES))
+def test_descriptor_tests_run_on_the_real_kernel_but_the_pinned_few(name: str) -> None:
+    """The Descriptor, zero-copy and capture tests take the System under test;
+    a test that goes back to the simulator has to be added here, with why."""
+    _, items, _ = host_run()
+    tests = [i for i in items if i["nodeid"].startswith(f"tests/{name}::")]
+    pinned, least_on_both = DESCRIPTOR_FILES[name]
+    sim_only = {i["nodeid"].split("::")[1].split("[")[0]: i["sim_only"]
+                for i in tests if i["sim_only"]}
+    assert set(sim_only) == set(pinned)
+    for test, why in pinned.items():
+        assert why in sim_only[test], test
+    assert USES_SIMULATOR not in sim_only.values()
+    assert len([i for i in tests if not i["sim_only"]]) >= least_on_both
