@@ -10,7 +10,8 @@ Ethernet interface: ``em0``, or ``BSDBPF_TEST_IFNAME`` on FreeBSD),
 ``inject``, or frames across the epair(4) pair on FreeBSD, see
 ``tests/hosttraffic.py``), ``sysctl`` (a :class:`Sysctl`: net.bpf sysctls set
 by the test, restored after it), ``zerocopy`` (net.bpf.zerocopy_enable=1 for
-the test, on either kernel) and ``rec`` (a :class:`Recorder` over the kernel).
+the test, on either kernel), ``unprivileged`` (a block run as an ordinary user)
+and ``rec`` (a :class:`Recorder` over the kernel).
 A test file that needs another kernel overrides ``kernel`` with
 :func:`sim_kernel`; ``system`` follows it.
 
@@ -210,6 +211,29 @@ def sysctl(system: System) -> Iterator[Sysctl]:
 def zerocopy(sysctl: Sysctl) -> None:
     """net.bpf.zerocopy_enable=1 for this test."""
     sysctl.set("net.bpf.zerocopy_enable", 1)
+
+
+@pytest.fixture
+def unprivileged(system: Any) -> Callable[[], Any]:
+    """A context manager running its block as an ordinary user (uid 1000 on the
+    simulator; seteuid(nobody) on the real kernel, where the suite runs as root)."""
+
+    @contextlib.contextmanager
+    def as_user() -> Iterator[None]:
+        if not ON_HOST:
+            system.uid = 1000
+            try:
+                yield
+            finally:
+                system.uid = 0
+            return
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+    return as_user
 
 
 # -- frames -------------------------------------------------------------------

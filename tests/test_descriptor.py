@@ -126,11 +126,10 @@ def forget(holder: list[Any]) -> None:
     gc.collect()
 
 
-@sim_only("changes the simulated process's uid (kernel.uid) to make open(2) fail")
-def test_del_of_half_initialised_objects_is_quiet(kernel: Kernel) -> None:
-    kernel.uid = 1000
-    with pytest.raises(PermissionDenied) as info:
-        Descriptor(system=kernel)  # open(2) fails: no fd, no warning at collection
+def test_del_of_half_initialised_objects_is_quiet(system: System,
+                                                  unprivileged: Callable[[], Any]) -> None:
+    with unprivileged(), pytest.raises(PermissionDenied) as info:
+        Descriptor(system=system)  # open(2) fails: no fd, no warning at collection
     assert info.value.errno == errno.EACCES
     del info
     gc.collect()

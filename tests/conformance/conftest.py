@@ -1,7 +1,7 @@
 """Fixtures of the conformance suite: one body per test, run on either kernel.
 
-``system``, ``kernel``, ``ifname``, ``traffic``, ``sysctl`` and ``zerocopy`` come
-from ``tests/conftest.py``:
+``system``, ``kernel``, ``ifname``, ``traffic``, ``sysctl``, ``zerocopy`` and
+``unprivileged`` come from ``tests/conftest.py``:
 
 * ``BSDBPF_SYSTEM=host`` on FreeBSD (as root): ``system`` is
   :class:`bsdbpf.system.HostSystem`, the interface comes from
@@ -17,15 +17,13 @@ from ``tests/conftest.py``:
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import interface
 
-from .helpers import ON_HOST, Bpf
+from .helpers import Bpf
 
 
 @pytest.fixture
@@ -48,27 +46,3 @@ def bpf(system: Any) -> Iterator[Bpf]:
         yield harness
     finally:
         harness.cleanup()
-
-
-@pytest.fixture
-def unprivileged(system: Any) -> Callable[[], Any]:
-    """A context manager running its block as an ordinary user (uid 1000 on the
-    simulator; seteuid(nobody) on the real kernel, where the suite runs as root)."""
-
-    @contextlib.contextmanager
-    def as_user() -> Iterator[None]:
-        if not ON_HOST:
-            system.uid = 1000
-            try:
-                yield
-            finally:
-                system.uid = 0
-            return
-        os.seteuid(65534)
-        try:
-            yield
-        finally:
-            os.seteuid(0)
-
-    return as_user
-
