@@ -175,6 +175,7 @@ DESCRIPTOR_FILES: dict[str, tuple[dict[str, str], int]] = {
         "test_packets_buffered_at_departure_come_before_not_attached": DEPARTURE,
     }, 12),
     "test_records.py": ({}, 60),
+    "test_cli_api_defaults.py": ({}, 7),
 }
 
 
