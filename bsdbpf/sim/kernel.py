@@ -212,15 +212,18 @@ class Kernel:
             desc = self._desc(fd, "read")
             if not desc.fread:
                 raise _fail(errno.EBADF, "read", hint="the descriptor was opened O_WRONLY")
+            # The file's flag at the time of the call, read while the fd is
+            # surely open (a close() from another thread may free its number).
+            nonblock = not os.get_blocking(desc.fd)
             # The file's reference: a close() from another thread while this
             # read sleeps makes it return EBADF, never free it under us.
             lib.bsdbpf_sim_d_hold(desc.c)
         try:
-            return self._read(desc, buffer)
+            return self._read(desc, buffer, nonblock)
         finally:
             lib.bsdbpf_sim_d_release(desc.c)
 
-    def _read(self, desc: _Descriptor, buffer: Any) -> int:
+    def _read(self, desc: _Descriptor, buffer: Any, nonblock: bool) -> int:
         c = desc.c
         st = self._state(desc)
         buf = ffi.from_buffer(buffer, require_writable=True)
@@ -228,7 +231,6 @@ class Kernel:
             raise _fail(errno.EINVAL, "read")
         if st.bufmode != lib.BPF_BUFMODE_BUFFER:
             raise _fail(errno.EOPNOTSUPP, "read")
-        nonblock = not os.get_blocking(desc.fd)  # the file's flag at the time of the call
         now = lib.bsdbpf_sim_monotonic_ns()
         deadline = now + st.rtout * (1_000_000_000 // HZ) if st.rtout else 0
         first = 1

@@ -144,6 +144,27 @@ def test_close_from_another_thread_ends_a_blocked_read(bpf, ifname):
     assert "closed while reading" in str(errors[0])
 
 
+@sim_only("the simulator's promise: a read racing a close() fails through bsdbpf.errors")
+def test_close_just_after_read_checked_the_descriptor(kernel, bpf, ifname, monkeypatch):
+    """A close() landing between read()'s lookup of the descriptor and its
+    sleep: the read fails with the simulator's EBADF, never an OSError about
+    the freed fd number (which another open could already reuse)."""
+    fd = bpf.open()
+    bpf.attach(fd, ifname)
+    engine_state = kernel._state
+
+    def close_first(desc):
+        monkeypatch.setattr(kernel, "_state", engine_state)
+        kernel.close(fd)
+        return engine_state(desc)
+
+    monkeypatch.setattr(kernel, "_state", close_first)
+    with pytest.raises(BPFError) as info:
+        kernel.read(fd, bytearray(PAGE))
+    assert info.value.errno == errno.EBADF
+    bpf.fds.remove(fd)
+
+
 # -- user memory --------------------------------------------------------------------------
 
 def test_unmapped_ioctl_argument_is_efault():
