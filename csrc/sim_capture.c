@@ -491,7 +491,10 @@ int64_t bsdbpf_sim_read(struct bsdbpf_sim_d *d, void *buf, size_t len, int nonbl
     n = d->hlen;
     if ((size_t)n > len)
         n = (int64_t)len;
-    memcpy(buf, d->hbuf->data, (size_t)n);
+    /* uiomove() to a buffer that is not mapped is EFAULT; the hold buffer
+     * is reclaimed all the same, as bpfread() does. */
+    if (bsdbpf_sim_copyout(buf, d->hbuf->data, (size_t)n) != 0)
+        n = -EFAULT;
     reclaim(d);
     sim_update_ready(d);
     pthread_mutex_unlock(&d->mtx);
@@ -527,12 +530,14 @@ int bsdbpf_sim_write(struct bsdbpf_sim_d *d, const void *buf, size_t len)
         else if ((frame = malloc(len)) == NULL)
             err = ENOBUFS;
         else {
-            /* bpf_movein() copies the frame in, then filters its copy. */
-            memcpy(frame, buf, len);
-            if (bsdbpf_filter(d->wfilter, frame, (uint32_t)len, (uint32_t)len) == 0) {
-                free(frame);
+            /* bpf_movein() copies the frame in (EFAULT from memory that is
+             * not mapped), then filters its copy. */
+            if (bsdbpf_sim_copyin(frame, buf, len) != 0)
+                err = EFAULT;
+            else if (bsdbpf_filter(d->wfilter, frame, (uint32_t)len, (uint32_t)len) == 0)
                 err = EPERM;
-            }
+            if (err != 0)
+                free(frame);
         }
     }
     if (err != 0) {

@@ -177,6 +177,24 @@ report(lambda: system.ioctl(fd, lib.BIOCGSTATS, ffi.cast("struct bpf_stat *", 40
     assert (status, out.splitlines()) == (0, ["BadAddress EFAULT"] * 3)
 
 
+def test_unmapped_read_and_write_buffers_are_efault():
+    """read(2) into and write(2) from memory that is not mapped are EFAULT
+    (uiomove); the read's data is gone, as bpfread() reclaims the hold
+    buffer anyway (both crashed the simulator)."""
+    status, out = run_isolated('''
+blen = ffi.new("u_int *")
+system.ioctl(fd, lib.BIOCGBLEN, blen)
+system.ioctl(fd, lib.BIOCIMMEDIATE, ffi.new("u_int *", 1))
+inject(FRAME)
+report(lambda: system.read(fd, ffi.buffer(ffi.cast("char *", 8), blen[0])))
+report(lambda: system.write(fd, ffi.buffer(ffi.cast("char *", 8), len(FRAME))))
+n = ffi.new("int *")
+system.ioctl(fd, lib.FIONREAD, n)
+print(n[0])
+''', traffic=True)
+    assert (status, out.splitlines()) == (0, ["BadAddress EFAULT"] * 2 + ["0"])
+
+
 def test_setf_validates_its_own_copy():
     """BIOCSETF copies the program in before validating it: a thread flipping an
     instruction between valid and invalid can never install the invalid one."""
