@@ -108,7 +108,7 @@ class Program(Sequence[Instruction]):
     """A classic BPF program: an immutable, hashable, picklable sequence of
     :class:`Instruction`.  ``Program()`` is the empty program (no filter)."""
 
-    __slots__ = ("_array", "_insns", "_verdict")
+    __slots__ = ("_insns", "_verdict")
 
     def __init__(self, instructions: Iterable[InstructionLike] = ()) -> None:
         if isinstance(instructions, str):
@@ -121,7 +121,6 @@ class Program(Sequence[Instruction]):
             except InvalidFilter as err:
                 raise _invalid(err.op, f"instruction {index} {err.hint}", "field", index) from None
         self._insns = tuple(insns)
-        self._array: Any = None  # struct bpf_insn[], made on first use
         self._verdict: tuple[int, int] | None = None  # bsdbpf_validate_rule's answer
 
     @classmethod
@@ -200,21 +199,12 @@ class Program(Sequence[Instruction]):
 
     # -- the kernel's view -------------------------------------------------
 
-    def _new_array(self) -> Any:
-        return ffi.new("struct bpf_insn[]", [tuple(i) for i in self._insns] or 1)
-
-    def _c_array(self) -> Any:
-        """The instructions run() and the validator read; never handed out,
-        so nothing can change them after validation."""
-        if self._array is None:
-            self._array = self._new_array()
-        return self._array
-
     def _rule(self) -> tuple[int, int]:
         """(BSDBPF_RULE_* or BSDBPF_VALID, index) from the C validator."""
         if self._verdict is None:
             where = ffi.new("int *")
-            rule = lib.bsdbpf_validate_rule(self._c_array(), len(self._insns), where)
+            array, n = _c_array(self._insns)
+            rule = lib.bsdbpf_validate_rule(array, n, where)
             self._verdict = (int(rule), int(where[0]))
         return self._verdict
 
@@ -226,7 +216,7 @@ class Program(Sequence[Instruction]):
         prog = ffi.new("struct bpf_program *")
         prog.bf_len = len(self._insns)
         if self._insns:
-            array = self._new_array()
+            array, _ = _c_array(self._insns)
             prog.bf_insns = array
             _KEEP_ALIVE[prog] = array  # cffi's idiom: the struct owns the array
         else:
@@ -255,9 +245,21 @@ class Program(Sequence[Instruction]):
             wirelen = buflen
         if not 0 <= wirelen <= U32 or buflen > U32:
             raise ValueError(f"wirelen={wirelen}: a 32-bit unsigned length is expected")
-        insns = self._c_array() if self._insns else ffi.NULL
+        # The interpreter trusts its program (scratch indexes, jumps): it runs
+        # a copy of its own, validated again, so that no change to this
+        # object's private state can make it run an unchecked one.
+        insns, n = _c_array(self._insns)
+        if n and not lib.bsdbpf_validate(insns, n):
+            _check(Program(self._insns), None, "Program.run")
+            raise _invalid("Program.run", "the program changed while it was run", "field")
         run = lib.bsdbpf_filter_mbuf if path == "receive" else lib.bsdbpf_filter
-        return int(run(insns, data, wirelen, buflen))
+        return int(run(insns if n else ffi.NULL, data, wirelen, buflen))
+
+
+def _c_array(instructions: Iterable[InstructionLike]) -> tuple[Any, int]:
+    """A new ``struct bpf_insn[]`` holding ``instructions``, and their number."""
+    rows = [tuple(i) for i in instructions]
+    return ffi.new("struct bpf_insn[]", rows or 1), len(rows)
 
 
 # -- the assembler -----------------------------------------------------------

@@ -9,6 +9,7 @@ import errno
 import gc
 import json
 import pickle
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -447,6 +448,39 @@ def test_run_validates_first() -> None:
         Program([(0x05, 0, 0, 10**6), (RET_K, 0, 0, 1)]).run(b"")
     # No length limit: that is the kernel's net.bpf.maxinsns, checked at install.
     assert Program([(0x00, 0, 0, 1)] * 600 + [(RET_A, 0, 0, 0)]).run(b"") == 1
+
+
+TAMPERED = """
+import sys
+from bsdbpf import InvalidFilter
+from bsdbpf.filter import Program
+bad = [(0x02, 0, 0, 10**8), (0x16, 0, 0, 0)]  # st M[100000000]
+good = Program([(0x02, 0, 0, 3), (0x16, 0, 0, 0)])
+good.run(b"x")
+class Trusting(Program):
+    def _rule(self):
+        return (0, 0)
+swapped = Program(good)
+swapped.run(b"x")
+swapped._insns = tuple(Program(bad))  # validated once, then changed
+forged = Program(bad)
+forged._verdict = (0, 0)
+for p in (Trusting(bad), swapped, forged):
+    try:
+        p.run(b"x" * 64)
+    except InvalidFilter as err:
+        print(err.rule, err.index)
+"""
+
+
+def test_run_never_runs_an_unchecked_program() -> None:
+    """Whatever is done to a Program's private state (a forged verdict, a
+    subclass's, instructions swapped after validation), run() validates the
+    very copy it hands the interpreter, which trusts it (here: a scratch
+    index 10**8 would write far outside its stack)."""
+    proc = subprocess.run([sys.executable, "-c", TAMPERED], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (proc.returncode, proc.stdout.split("\n")) == (0, ["memory 0"] * 3 + [""])
 
 
 def test_run_arguments() -> None:
