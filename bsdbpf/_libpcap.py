@@ -82,6 +82,9 @@ def compile_expression(
     except UnicodeEncodeError as err:
         raise from_errno(errno.EINVAL, "pcap_compile", cls=FilterError,
                          hint=f"the expression must be ASCII text: {err}") from None
+    if b"\0" in text:  # C would see only what comes before it
+        raise from_errno(errno.EINVAL, "pcap_compile", cls=FilterError,
+                         hint=f"the expression {expression!r} contains a NUL character")
     with _lock:
         handle = pcap.pcap_open_dead(dlt, snaplen)
         if handle == ffi.NULL:

@@ -136,6 +136,8 @@ def test_compile_error_is_libpcaps_message(pcap: Any) -> None:
         compile("tcp", snaplen=-1)
     with pytest.raises(FilterError, match="ASCII"):
         compile("host \udcff")
+    with pytest.raises(FilterError, match="contains a NUL character"):
+        compile("tcp\0 and no such words")  # not "tcp", as C would read it
 
 
 def test_missing_libpcap_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
