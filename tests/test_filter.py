@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import sim_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -539,12 +540,8 @@ def test_both_paths_drop_on_other_out_of_range_loads(code) -> None:
 
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
-    k = Kernel(uid=0)
-    k.add_interface("em0", dlt=lib.DLT_EN10MB)
-    try:
+    with sim_kernel("em0") as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def frame(ethertype: int, size: int = 64) -> bytes:

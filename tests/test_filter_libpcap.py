@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import sim_kernel
 
 from bsdbpf import Descriptor, FilterError, UnsupportedError, _libpcap
 from bsdbpf._native import lib
@@ -356,13 +357,8 @@ SELECTIONS = [
 
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
-    k = Kernel(uid=0)
-    k.add_interface("em0", dlt=lib.DLT_EN10MB)
-    k.add_interface("lo0", dlt=lib.DLT_NULL, mtu=16384)
-    try:
+    with sim_kernel("em0", "lo0") as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def test_the_crafted_set_is_what_it_claims() -> None:
