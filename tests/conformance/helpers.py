@@ -325,6 +325,15 @@ class Bpf:
     def fionread(self, fd: int) -> int:
         return raw.nread(self.system, fd)
 
+    def lock(self, fd: int) -> None:
+        raw.lock(self.system, fd)
+
+    def flush(self, fd: int) -> None:
+        raw.flush(self.system, fd)
+
+    def promisc(self, fd: int) -> None:
+        raw.promisc(self.system, fd)
+
     def rotzbuf(self, fd: int) -> tuple[int, int, int]:
         return raw.rot_zbuf(self.system, fd)
 

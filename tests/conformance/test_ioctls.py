@@ -13,6 +13,7 @@ import signal
 
 import pytest
 
+from bsdbpf import raw
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import (
     BPFError,
@@ -82,7 +83,7 @@ def _sdlt(bpf, fd):
 
 
 def _promisc(bpf, fd):
-    bpf.ioctl(fd, lib.BIOCPROMISC)
+    bpf.promisc(fd)
 
 
 @pytest.mark.parametrize("request_", [_getif, _gdlt, _gdltlist, _sdlt, _promisc],
@@ -171,7 +172,7 @@ def test_sdlt_not_offered(bpf, ifname, dlt):
 def test_sdlt_reapplies_promisc(bpf, system, multi_ifname):
     """§e BIOCSDLT: the re-attach re-applies promiscuous mode (bd_promisc stays 1)."""
     fd = attached(bpf, multi_ifname)
-    bpf.ioctl(fd, lib.BIOCPROMISC)
+    bpf.promisc(fd)
     bpf.set_uint(fd, lib.BIOCSDLT, lib.DLT_RAW)
     assert stats_record(system, multi_ifname).bd_promisc == 1
 
@@ -180,8 +181,8 @@ def test_promisc(bpf, system, ifname):
     """§e BIOCPROMISC: attached → ok, idempotent; net.bpf.stats shows bd_promisc."""
     fd = attached(bpf, ifname)
     assert stats_record(system, ifname).bd_promisc == 0
-    bpf.ioctl(fd, lib.BIOCPROMISC)
-    bpf.ioctl(fd, lib.BIOCPROMISC)
+    bpf.promisc(fd)
+    bpf.promisc(fd)
     assert stats_record(system, ifname).bd_promisc == 1
 
 
@@ -189,7 +190,7 @@ def test_setif_elsewhere_drops_promisc(bpf, system, ifname, null_ifname):
     """§e BIOCSETIF: attaching to a different interface detaches from the old one,
     dropping promiscuous mode."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCPROMISC)
+    bpf.promisc(fd)
     bpf.attach(fd, null_ifname)
     assert stats_record(system, null_ifname).bd_promisc == 0
     assert stats_records(system, ifname) == []
@@ -428,7 +429,7 @@ def test_locked_allows(bpf, ifname, name):
     """§e BIOCLOCK filter: every whitelisted request still works on a locked
     descriptor (BIOCROTZBUF: see test_zbuf_setup.test_locked_still_rotates)."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     assert _allowed(bpf, fd, getattr(lib, name)) == 0
 
 
@@ -436,7 +437,7 @@ def test_locked_setters_take_effect(bpf, system, ifname):
     """§e BIOCLOCK filter: whitelisted setters (BIOCIMMEDIATE, BIOCFEEDBACK,
     BIOCSRTIMEOUT) still change the descriptor."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     bpf.set_uint(fd, lib.BIOCIMMEDIATE, 1)
     bpf.set_uint(fd, lib.BIOCFEEDBACK, 1)
     bpf.timeout(fd, 2, 0)
@@ -477,7 +478,7 @@ def test_locked_denies(bpf, ifname, name):
     """§e BIOCLOCK filter: every request off the whitelist → EPERM (DescriptorLocked),
     before any other check, with nothing copied out."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     args, keep = _denied_args(bpf, ifname)
     arg = args[name]
     before = bytes(ffi.buffer(arg)) if arg is not None else None
@@ -492,11 +493,11 @@ def test_locked_denied_changes_nothing(bpf, system, ifname):
     """§e BIOCLOCK filter: a refused setter leaves the descriptor as it was
     (direction, promiscuous mode: seen through net.bpf.stats)."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     with raises(DescriptorLocked, "EPERM"):
         bpf.set_uint(fd, lib.BIOCSDIRECTION, lib.BPF_D_IN)
     with raises(DescriptorLocked, "EPERM"):
-        bpf.ioctl(fd, lib.BIOCPROMISC)
+        bpf.promisc(fd)
     rec = stats_record(system, ifname)
     assert (rec.bd_direction, rec.bd_promisc) == (lib.BPF_D_INOUT, 0)
 
@@ -505,9 +506,9 @@ def test_lock_cannot_be_undone(bpf, system, ifname):
     """§e BIOCLOCK: cannot be undone — locking again, flushing, changing allowed
     settings leave it locked (bd_locked = 1, off-list requests still EPERM)."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
-    bpf.ioctl(fd, lib.BIOCLOCK)
-    bpf.ioctl(fd, lib.BIOCFLUSH)
+    bpf.lock(fd)
+    bpf.lock(fd)
+    bpf.flush(fd)
     bpf.set_uint(fd, lib.BIOCIMMEDIATE, 0)
     assert stats_record(system, ifname).bd_locked == 1
     with raises(DescriptorLocked, "EPERM"):
@@ -521,7 +522,7 @@ def test_locked_fionbio_flag_still_toggled(bpf, ifname):
     the file's FNONBLOCK, so a read with nothing to read fails with EAGAIN."""
     fd = attached(bpf, ifname)
     bpf.setf(fd, [(RET_K, 0, 0, 0)])  # nothing is captured, even on a busy interface
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     with raises(DescriptorLocked, "EPERM"):
         bpf.set_int(fd, lib.FIONBIO, 1)
     with raises(WouldBlock, "EAGAIN"):
@@ -532,10 +533,10 @@ def test_generic_fioclex_never_reaches_bpf(bpf, ifname):
     """§b: FIOCLEX/FIONCLEX are handled by the generic layer and never reach bpf,
     so they work even on a locked descriptor: they set and clear close-on-exec."""
     fd = attached(bpf, ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
-    bpf.ioctl(fd, lib.FIONCLEX)
+    bpf.lock(fd)
+    raw.clear_cloexec(bpf.system, fd)
     assert os.get_inheritable(fd)
-    bpf.ioctl(fd, lib.FIOCLEX)
+    raw.set_cloexec(bpf.system, fd)
     assert not os.get_inheritable(fd)
 
 

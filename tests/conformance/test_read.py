@@ -223,7 +223,7 @@ def test_flush_discards(bpf, ifname, traffic):
     traffic(ifname, eth_frame(60))
     assert bpf.fionread(fd) == 86
     assert bpf.gstats(fd) == (1, 0)
-    bpf.ioctl(fd, lib.BIOCFLUSH)
+    bpf.flush(fd)
     assert bpf.fionread(fd) == 0
     assert bpf.gstats(fd) == (0, 0)
     with raises(WouldBlock, "EAGAIN"):

@@ -263,7 +263,7 @@ def test_locked_refuses_zero_copy_setup(bpf, zerocopy):
     """Appendix A row 4: BIOCSETBUFMODE / BIOCSETZBUF / BIOCGETZMAX on a BIOCLOCK'ed
     fd → EPERM."""
     fd = zbuf_mode(bpf)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     with raises(DescriptorLocked, "EPERM"):
         bpf.set_uint(fd, lib.BIOCSETBUFMODE, lib.BPF_BUFMODE_BUFFER)
     with raises(DescriptorLocked, "EPERM"):
@@ -277,7 +277,7 @@ def test_locked_still_rotates(bpf, zerocopy, ifname, traffic):
     """Appendix A row 4: BIOCROTZBUF is still allowed on a locked descriptor (and
     does its work)."""
     fd, a, _ = bpf.zbuf_descriptor(ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     assert bpf.rotzbuf(fd) == (0, 0, 0)
     traffic(ifname, eth_frame(60))
     assert bpf.rotzbuf(fd) == (a.address, 0, 26 + 60)
@@ -287,7 +287,7 @@ def test_locked_rotzbuf_allowed_without_traffic(bpf, zerocopy, ifname):
     """Appendix A row 4 (no traffic needed): BIOCROTZBUF on a locked ZBUF
     descriptor succeeds (nothing to rotate: all zero)."""
     fd, _, _ = bpf.zbuf_descriptor(ifname)
-    bpf.ioctl(fd, lib.BIOCLOCK)
+    bpf.lock(fd)
     assert bpf.rotzbuf(fd) == (0, 0, 0)
 
 
@@ -299,7 +299,7 @@ def test_flush_before_setzbuf_would_panic(bpf, zerocopy):
     dereferences a NULL store buffer; the simulator raises SimulatedPanic."""
     fd = zbuf_mode(bpf)
     with pytest.raises(SimulatedPanic):
-        bpf.ioctl(fd, lib.BIOCFLUSH)
+        bpf.flush(fd)
 
 
 @WOULD_PANIC
@@ -322,7 +322,7 @@ def test_flush_and_setf_after_setzbuf(bpf, zerocopy):
     """§e BIOCFLUSH/BIOCSETF: once BIOCSETZBUF installed the buffers they work in
     ZBUF mode (no panic)."""
     fd, _, _ = bpf.zbuf_descriptor()
-    bpf.ioctl(fd, lib.BIOCFLUSH)
+    bpf.flush(fd)
     bpf.setf(fd, [(lib.BPF_RET | lib.BPF_K, 0, 0, 96)])
 
 

@@ -176,7 +176,7 @@ def test_rotzbuf_after_buffull_no_second_bump(bpf, ifname, traffic):
         traffic(ifname, eth_frame(1000, fill=i))
     assert (a.kernel_gen, b.kernel_gen) == (1, 1)
     a.ack()
-    bpf.ioctl(fd, lib.BIOCFLUSH)
+    bpf.flush(fd)
     assert bpf.rotzbuf(fd) == (b.address, 0, 3090)
     assert (b.kernel_gen, b.kernel_len) == (1, 3090)
 
@@ -192,12 +192,12 @@ def test_flush_never_touches_user_buffer(bpf, ifname, traffic):
     assert bpf.fionread(fd) == 86 + 86
     header = a.header_bytes()
     data = a.data(86)
-    bpf.ioctl(fd, lib.BIOCFLUSH)
+    bpf.flush(fd)
     assert (a.header_bytes(), a.data(86)) == (header, data)
     assert a.user_owned()
     assert bpf.fionread(fd) == 86
     a.ack()
-    bpf.ioctl(fd, lib.BIOCFLUSH)
+    bpf.flush(fd)
     assert bpf.fionread(fd) == 0
 
 
