@@ -61,6 +61,14 @@ def _retry(op: str, call: Callable[[], int]) -> int:
             raise from_errno(err, op)
 
 
+def _c_name(op: str, name: str) -> bytes:
+    """``name`` as C takes it.  One with a NUL in it names nothing: C would
+    read only what comes before, another file or sysctl."""
+    if "\0" in name:
+        raise from_errno(errno.ENOENT, op, hint=f"{name!r} contains a NUL character")
+    return name.encode()
+
+
 class HostSystem:
     """FreeBSD's own kernel, through libc."""
 
@@ -74,7 +82,7 @@ class HostSystem:
             )
 
     def open(self, path: str, flags: int) -> int:
-        cpath = path.encode()
+        cpath = _c_name("open", path)
         return _retry("open", lambda: lib.open(cpath, flags, ffi.cast("int", 0)))
 
     def close(self, fd: int) -> None:
@@ -99,7 +107,7 @@ class HostSystem:
 
     def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         op = f"sysctl {name}"
-        cname = name.encode()
+        cname = _c_name(op, name)
         newp = ffi.from_buffer(new) if new is not None else ffi.NULL
         newlen = len(new) if new is not None else 0
         size = ffi.new("size_t *")

@@ -26,6 +26,7 @@ from bsdbpf import (
 from bsdbpf._abi import REQUEST_NAMES
 from bsdbpf._native import ffi, lib
 from bsdbpf.sim import Kernel
+from bsdbpf.system import HostSystem
 
 PAGE = mmap.PAGESIZE
 RET_K = lib.BPF_RET | lib.BPF_K
@@ -271,3 +272,18 @@ def test_sysctl_int_reads_and_writes(kernel: Kernel) -> None:
     with pytest.raises(SysctlNotFound):
         raw.sysctl_int(kernel, "net.bpf.nope")
     assert raw.sysctl_bytes(kernel, "net.bpf.stats") == b""  # nothing attached
+
+
+@pytest.mark.parametrize("call", [
+    lambda host: host.sysctlbyname("net.bpf.maxinsns\0junk"),
+    lambda host: host.open("/dev/bpf\0junk", os.O_RDWR),
+])
+def test_host_system_refuses_names_c_would_cut_short(call: Any) -> None:
+    """The seam never hands C a name with a NUL in it: C would act on the name
+    before the NUL (another sysctl, another file).  Checked before libc is
+    called, so it holds off FreeBSD too."""
+    host = object.__new__(HostSystem)  # HostSystem() itself refuses other hosts
+    with pytest.raises(BPFError) as info:
+        call(host)
+    assert info.value.errno == errno.ENOENT
+    assert "contains a NUL character" in str(info.value)

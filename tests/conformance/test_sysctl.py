@@ -76,9 +76,10 @@ def test_int_sysctl_write_needs_root(system, unprivileged, name):
 
 
 @pytest.mark.parametrize("name", ["net.bpf.nosuch", "net.bpf.zerocopy", "net.bpf.stats.x",
-                                  "net.bpfx.bufsize"])
+                                  "net.bpfx.bufsize", "net.bpf.maxinsns\0junk"])
 def test_unknown_sysctl(system, name):
-    """§d: a name the kernel does not have → ENOENT (SysctlNotFound)."""
+    """§d: a name the kernel does not have → ENOENT (SysctlNotFound); one with a
+    NUL in it is not the name before the NUL, as C would read it."""
     with raises(SysctlNotFound, "ENOENT"):
         system.sysctlbyname(name)
 
