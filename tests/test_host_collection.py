@@ -187,6 +187,10 @@ DESCRIPTOR_FILES: dict[str, tuple[dict[str, str], int]] = {
         "test_a_missing_interface_is_one_line": "own interfaces",
         "test_the_interface_going_away_ends_with_the_counters_and_the_error": DEPARTURE,
     }, 74),
+    "test_cli_process.py": ({
+        "test_quick_start_command": CLI_TRAFFIC,
+        "test_tcpdump_reads_standard_output_through_a_pipe": CLI_TRAFFIC,
+    }, 9),
 }
 
 
