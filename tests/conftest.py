@@ -45,6 +45,10 @@ ON_HOST = sys.platform.startswith("freebsd") and os.environ.get("BSDBPF_SYSTEM")
 USES_SIMULATOR = "uses the simulated kernel itself (the kernel fixture), not the System seam"
 #: Why a test that drives the simulator's packet generator stays simulator-only.
 GENERATOR = "runs the simulator's packet generator at full speed (kernel.generate)"
+#: Why a command-line test stays simulator-only: it captures the traffic that
+#: ``bsdbpf capture`` generates on the simulated kernel (its "generating
+#: traffic" note); FreeBSD's interfaces bring their own, unknown in advance.
+CLI_TRAFFIC = "captures the traffic bsdbpf capture generates on the simulator"
 #: Why a test that removes an interface stays simulator-only.
 DEPARTURE = ("needs the interface to depart (kernel.remove_interface); on the real kernel "
              "this would destroy the test's epair(4)")

@@ -1,4 +1,6 @@
-"""The ``bsdbpf`` command line, run in-process against simulated kernels made here."""
+"""The ``bsdbpf`` command line, run in-process on the system under test (the
+simulator with em0 and lo0, or FreeBSD's kernel with BSDBPF_SYSTEM=host); the
+few tests that need the simulator itself are marked so, with the reason."""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from conftest import CLI_TRAFFIC, DEPARTURE, Sysctl, sim_kernel, sim_only
 from conftest import ether_frame as ether
 from conftest import null_frame as loopback
-from conftest import sim_kernel
 from test_filter import TCP_PORT_80_D
 
 import bsdbpf
@@ -26,12 +28,22 @@ from bsdbpf import Descriptor
 from bsdbpf._native import lib
 from bsdbpf.cli import main
 from bsdbpf.cli.admin import process_name
-from bsdbpf.cli.host import sample_frames
+from bsdbpf.cli.host import SIM_NOTE, make_host, sample_frames
 from bsdbpf.errors import from_errno
 from bsdbpf.sim import Kernel
-from bsdbpf.stats import read_stats
+from bsdbpf.stats import DescriptorStats, read_stats
+from bsdbpf.system import System
 
-SIM_LINE = "bsdbpf: simulated FreeBSD kernel (not FreeBSD): generating traffic on em0"
+SIM_LINE = f"bsdbpf: {SIM_NOTE}: generating traffic on em0"
+NO_TRAFFIC = "no traffic generated (--no-traffic)"
+FILLER = bytes(60)  # a frame that only keeps traffic going
+Traffic = Callable[..., None]  # the traffic fixture
+#: Why a test stays simulator-only: it reads a loopback interface (DLT_NULL).
+LOOPBACK = ("captures on the simulator's lo0 (DLT_NULL), where FreeBSD's traffic source "
+            "cannot inject")
+#: ... or it expects the interfaces of its own simulated kernel (em0 and lo0
+#: only, and no link types for an ordinary user: kernel.uid).
+FRESH = "lists the simulated kernel's own interfaces (em0, lo0), as root and as a user"
 TIME = r"\d\d:\d\d:\d\d\.\d{6}"
 PACKET_LINE = re.compile(rf"^{TIME} (IP|IP6|ARP)[ ,]")
 FILE_HEADER = struct.Struct("=IHHiIII")
@@ -60,12 +72,21 @@ def kernel() -> Iterator[Kernel]:
 
 
 def run(capsys: pytest.CaptureFixture[str], argv: Sequence[str],
-        system: Kernel | None) -> tuple[int, list[str], list[str]]:
+        system: System | None) -> tuple[int, list[str], list[str]]:
     """main(argv) in-process: exit status, stdout lines, stderr lines."""
     status = main(argv, system=system)
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return status, out.splitlines(), err.splitlines()
+
+
+def after_sim_note(err: list[str], system: System, said: str = NO_TRAFFIC) -> list[str]:
+    """The notes after the simulator's first one, which says ``said`` (FreeBSD's
+    kernel has no such note)."""
+    if not make_host(system).simulated:
+        return err
+    assert err[0] == f"bsdbpf: {SIM_NOTE}: {said}"
+    return err[1:]
 
 
 def summary(err: list[str]) -> tuple[int, int, int, str]:
@@ -78,23 +99,30 @@ def summary(err: list[str]) -> tuple[int, int, int, str]:
     return captured, received, dropped, err[-1]
 
 
-def wait_attached(kernel: Kernel, ifname: str, timeout: float = 120.0) -> None:
-    """Wait until a descriptor is attached to ``ifname``, as FreeBSD's own bpf tests
-    wait for their consumer to show up in ``netstat -B``."""
+def ours(system: System, ifname: str | None = None) -> list[DescriptorStats]:
+    """The descriptors this process has attached (to ``ifname``); on FreeBSD
+    the traffic source's own are another process's."""
+    return [r for r in read_stats(system)
+            if r.pid == os.getpid() and ifname in (None, r.ifname)]
+
+
+def wait_attached(system: System, ifname: str, timeout: float = 120.0) -> None:
+    """Wait until this process has a descriptor attached to ``ifname``, as
+    FreeBSD's own bpf tests wait for their consumer to show up in ``netstat -B``."""
     deadline = time.monotonic() + timeout
-    while not any(r.ifname == ifname for r in read_stats(kernel)):
+    while not ours(system, ifname):
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing attached to {ifname}")
         time.sleep(0.005)
 
 
 @contextlib.contextmanager
-def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes], keep_alive: bool = False,
-              repeat: bool = False) -> Iterator[list[str]]:
-    """Inject ``frames`` on ``ifname`` once the command under test has attached;
+def injecting(system: System, traffic: Traffic, ifname: str, frames: Sequence[bytes], *,
+              keep_alive: bool = False, repeat: bool = False) -> Iterator[list[str]]:
+    """Send ``frames`` to ``ifname`` once the command under test has attached;
     yields the descriptor flags (``netstat -B``) seen then.
 
-    ``keep_alive``: then go on injecting filler frames until the command is
+    ``keep_alive``: then go on sending filler frames until the command is
     done.  In zero-copy mode FreeBSD reclaims an acknowledged buffer only when
     the next packet arrives (spec section f), so frames that landed in the
     other buffer reach the consumer only once more traffic comes, as it does
@@ -107,15 +135,15 @@ def injecting(kernel: Kernel, ifname: str, frames: Sequence[bytes], keep_alive: 
 
     def inject() -> None:
         try:
-            wait_attached(kernel, ifname)
-            flags.extend(r.flags for r in read_stats(kernel) if r.ifname == ifname)
+            wait_attached(system, ifname)
+            flags.extend(r.flags for r in ours(system, ifname))
             for f in frames:
-                kernel.inject(ifname, f)
+                traffic(ifname, f)
             while repeat and not done.wait(0.01):
                 for f in frames:
-                    kernel.inject(ifname, f)
+                    traffic(ifname, f)
             while keep_alive and not done.wait(0.01):
-                kernel.inject(ifname, bytes(60))
+                traffic(ifname, FILLER)
         except BaseException as err:  # reported by the test's thread below
             errors.append(err)
 
@@ -151,19 +179,23 @@ QUIET = ["--no-traffic", "--timeout", "120"]  # an upper bound, for a loaded mac
 
 
 def test_capture_prints_what_tcpdump_n_prints(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    with injecting(kernel, "em0", FRAMES):
-        status, out, err = run(capsys, ["capture", "-i", "em0", "-c", str(len(FRAMES)),
-                                        "--immediate", *QUIET], kernel)
+        system: System, ifname: str, traffic: Traffic, sysctl: Sysctl,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sysctl.set("net.bpf.zerocopy_enable", 0)
+    with injecting(system, traffic, ifname, FRAMES):
+        status, out, err = run(capsys, ["capture", "-i", ifname, "-c", str(len(FRAMES)),
+                                        "--immediate", *QUIET], system)
     assert status == 0
     assert [re.sub(rf"^{TIME} ", "", line) for line in out] == DECODED
     assert all(re.match(rf"^{TIME} ", line) for line in out)
-    assert err[0] == "bsdbpf: simulated FreeBSD kernel (not FreeBSD): no traffic generated " \
-                     "(--no-traffic)"
-    assert err[1] == ("bsdbpf: listening on em0, link-type EN10MB (1), snapshot length 262144 "
-                      "bytes; buffered, buffer of 524288 bytes")
-    assert err[2] == ("bsdbpf: zero-copy not used: the simulated kernel has "
-                      "net.bpf.zerocopy_enable=0, as FreeBSD does; --zerocopy on sets it")
+    notes = after_sim_note(err, system)
+    assert notes[0] == (f"bsdbpf: listening on {ifname}, link-type EN10MB (1), snapshot "
+                        "length 262144 bytes; buffered, buffer of 524288 bytes")
+    if make_host(system).simulated:
+        assert notes[1] == ("bsdbpf: zero-copy not used: the simulated kernel has "
+                            "net.bpf.zerocopy_enable=0, as FreeBSD does; --zerocopy on sets it")
+    else:
+        assert notes[1].startswith("bsdbpf: zero-copy not used: ")
     assert err[-4:] == [
         "9 packets captured", "9 packets received by filter", "0 packets dropped by kernel",
         "0 zero-copy buffers consumed (buffered mode)"]
@@ -176,28 +208,30 @@ def test_capture_prints_what_tcpdump_n_prints(
     ("--time-stamp-precision=nano", r"\d\d:\d\d:\d\d\.\d{9} IP 10\.0\.0\.1\.40000 > "),
     ("-ttt", r" 0:00:00\.000000 IP 10\.0\.0\.1\.40000 > "),
 ])
-def test_timestamp_styles(kernel: Kernel, capsys: pytest.CaptureFixture[str], flag: str,
-                          pattern: str) -> None:
-    with injecting(kernel, "em0", FRAMES[:1]):
-        status, out, _ = run(capsys, ["capture", "-c", "1", "--immediate", flag, "--no-traffic",
-                                      "--timeout", "3"], kernel)
+def test_timestamp_styles(system: System, ifname: str, traffic: Traffic, *,
+                          capsys: pytest.CaptureFixture[str], flag: str, pattern: str) -> None:
+    with injecting(system, traffic, ifname, FRAMES[:1]):
+        status, out, _ = run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", flag,
+                                      "--no-traffic", "--timeout", "3"], system)
     assert status == 0
     assert re.fullmatch(pattern + r".*", out[0] if out else ""), "\n".join(_)
 
 
 def test_epoch_time_is_the_capture_time(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
     before = time.time()
-    with injecting(kernel, "em0", FRAMES[:1]):
-        _, out, _ = run(capsys, ["capture", "-c", "1", "--immediate", "-tt", *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES[:1]):
+        _, out, _ = run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", "-tt",
+                                 *QUIET], system)
     assert before - 1 <= float(out[0].split()[0]) <= time.time() + 1
 
 
-def test_hex_and_ascii_dumps(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hex_and_ascii_dumps(system: System, ifname: str, traffic: Traffic,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     def dump(flag: str) -> list[str]:
-        with injecting(kernel, "em0", FRAMES[:1]):
-            return run(capsys, ["capture", "-c", "1", "--immediate", "-t", flag, *QUIET],
-                       kernel)[1]
+        with injecting(system, traffic, ifname, FRAMES[:1]):
+            return run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", "-t", flag,
+                                *QUIET], system)[1]
 
     out, out_x, out_xx = dump("-X"), dump("-x"), dump("-xx")
     assert out[0] == DECODED[0]
@@ -208,14 +242,15 @@ def test_hex_and_ascii_dumps(kernel: Kernel, capsys: pytest.CaptureFixture[str])
 
 
 def test_verbose_prints_the_ip_header(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    with injecting(kernel, "em0", FRAMES[:1]):
-        _, out, _ = run(capsys, ["capture", "-c", "1", "--immediate", "-t", "-v", *QUIET],
-                        kernel)
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
+    with injecting(system, traffic, ifname, FRAMES[:1]):
+        _, out, _ = run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", "-t", "-v",
+                                 *QUIET], system)
     assert out == ["IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto UDP (17), "
                    "length 53)", "    10.0.0.1.40000 > 10.0.0.2.53: UDP, length 25"]
 
 
+@sim_only(CLI_TRAFFIC)
 def test_the_simulator_brings_traffic_and_stops_it(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = run(capsys, ["capture", "--count", "10", "--timeout", "30"], kernel)
@@ -237,20 +272,27 @@ def test_the_simulator_brings_traffic_and_stops_it(
 Link = tuple[str, Callable[[int, int], bytes], int]  # interface, frame maker, LINKTYPE
 
 
-@pytest.mark.parametrize("link", [("em0", ether, 1), ("lo0", loopback, 0)],
-                         ids=["em0", "lo0"])
+@pytest.mark.parametrize("link", [
+    pytest.param(("em0", ether, 1), id="em0"),
+    pytest.param(("lo0", loopback, 0), id="lo0", marks=sim_only(LOOPBACK)),
+])
 @pytest.mark.parametrize("zerocopy", ["off", "on"])
 def test_capture_writes_the_injected_frames_to_pcap(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-        link: Link, zerocopy: str) -> None:
-    ifname, make, linktype = link
+        system: System, ifname: str, traffic: Traffic, sysctl: Sysctl, *,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, link: Link, zerocopy: str) -> None:
+    simulated = make_host(system).simulated
+    if link[0] != "em0":  # the loopback, on the simulator only
+        ifname = link[0]
+    _, make, linktype = link
+    if not simulated and zerocopy == "on":  # on FreeBSD --zerocopy on needs it set
+        sysctl.set("net.bpf.zerocopy_enable", 1)
     frames = [make(i, size) for i, size in enumerate((60, 61, 200, 1514, 333))]
     path = tmp_path / "out.pcap"
     before = time.time_ns()
-    with injecting(kernel, ifname, frames, keep_alive=zerocopy == "on"):
+    with injecting(system, traffic, ifname, frames, keep_alive=zerocopy == "on"):
         status, out, err = run(capsys, [
             "capture", "-i", ifname, "-c", "5", "-w", str(path), "--snaplen", "300",
-            "--immediate", "--zerocopy", zerocopy, *QUIET], kernel)
+            "--immediate", "--zerocopy", zerocopy, *QUIET], system)
     after = time.time_ns()
     assert status == 0
     assert out == []  # packets go to the file only
@@ -264,7 +306,8 @@ def test_capture_writes_the_injected_frames_to_pcap(
     captured, received, dropped, zc_line = summary(err)
     assert (captured, dropped) == (5, 0)
     if zerocopy == "on":
-        assert "net.bpf.zerocopy_enable set to 1 for --zerocopy on" in err[0]
+        if simulated:
+            assert "net.bpf.zerocopy_enable set to 1 for --zerocopy on" in err[0]
         assert re.fullmatch(r"[1-9]\d* zero-copy buffers? consumed", zc_line)
         assert received >= 5  # the filler frames are counted too
     else:
@@ -274,11 +317,13 @@ def test_capture_writes_the_injected_frames_to_pcap(
 
 
 def test_microsecond_files_with_time_stamp_precision_micro(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
     path = tmp_path / "us.pcap"
-    with injecting(kernel, "em0", FRAMES[:2]):
-        status, _, _ = run(capsys, ["capture", "-c", "2", "--immediate", "-w", str(path),
-                                    "--time-stamp-precision", "micro", *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES[:2]):
+        status, _, _ = run(capsys, ["capture", "-i", ifname, "-c", "2", "--immediate", "-w",
+                                    str(path), "--time-stamp-precision", "micro", *QUIET],
+                           system)
     assert status == 0
     header, records = read_pcap(path)
     assert header[0] == 0xA1B2C3D4
@@ -286,11 +331,12 @@ def test_microsecond_files_with_time_stamp_precision_micro(
 
 
 def test_read_prints_a_file_as_a_live_capture_would(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
     path = tmp_path / "r.pcap"
-    with injecting(kernel, "em0", FRAMES):
-        run(capsys, ["capture", "-c", str(len(FRAMES)), "--immediate", "-w", str(path),
-                     *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES):
+        run(capsys, ["capture", "-i", ifname, "-c", str(len(FRAMES)), "--immediate", "-w",
+                     str(path), *QUIET], system)
     status, out, err = run(capsys, ["capture", "-r", str(path), "-tt"], None)
     assert status == 0
     assert [line.split(" ", 1)[1] for line in out] == DECODED
@@ -341,13 +387,14 @@ def test_a_file_that_is_not_pcap_is_one_line(
 
 
 def test_the_trailing_words_are_a_filter_expression(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+        system: System, ifname: str, traffic: Traffic,
+        capsys: pytest.CaptureFixture[str]) -> None:
     wanted = [line for line in DECODED if "UDP" in line and ".53:" not in line]
     # Frames that arrive between BIOCSETIF and BIOCSETF are discarded with the
     # unfiltered buffer: send them until the capture is done.
-    with injecting(kernel, "em0", FRAMES, repeat=True):
-        status, out, err = run(capsys, ["capture", "-c", "6", "--immediate", "-t",
-                                        "udp", "and", "not", "port", "53", *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES, repeat=True):
+        status, out, err = run(capsys, ["capture", "-i", ifname, "-c", "6", "--immediate", "-t",
+                                        "udp", "and", "not", "port", "53", *QUIET], system)
     assert status == 0
     assert len(out) == 6
     assert set(out) == set(wanted)
@@ -356,14 +403,18 @@ def test_the_trailing_words_are_a_filter_expression(
 
 @pytest.mark.parametrize("argv", [["capture", "-d"], ["filter"], ["filter", "-d"],
                                   ["filter", "-y", "EN10MB"]])
-def test_d_prints_what_tcpdump_d_prints(kernel: Kernel, capsys: pytest.CaptureFixture[str],
+def test_d_prints_what_tcpdump_d_prints(system: System, ifname: str,
+                                        capsys: pytest.CaptureFixture[str],
                                         argv: list[str]) -> None:
-    status, out, _ = run(capsys, [*argv, "tcp", "port", "80"], kernel)
+    if argv[0] == "capture":  # the link type of the interface (Ethernet)
+        argv = [*argv, "-i", ifname]
+    status, out, _ = run(capsys, [*argv, "tcp", "port", "80"], system)
     assert status == 0
     assert "\n".join(out) + "\n" == TCP_PORT_80_D  # tcpdump -d 'tcp port 80', Ethernet
-    assert read_stats(kernel) == []  # nothing left open
+    assert ours(system) == []  # nothing left open
 
 
+@sim_only(LOOPBACK)
 def test_dd_and_ddd(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     af_inet = int.from_bytes((2).to_bytes(4, sys.byteorder), "big")  # as the header holds it
     _, out, _ = run(capsys, ["filter", "-dd", "-y", "NULL", "ip"], kernel)
@@ -380,21 +431,21 @@ def test_dd_and_ddd(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_promiscuous_by_default_and_p_turns_it_off(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    with injecting(kernel, "em0", FRAMES[:1]) as flags:
-        run(capsys, ["capture", "-c", "1", "--immediate", *QUIET], kernel)
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
+    with injecting(system, traffic, ifname, FRAMES[:1]) as flags:
+        run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", *QUIET], system)
     assert flags[0].startswith("p")
-    with injecting(kernel, "em0", FRAMES[:1]) as flags:
-        run(capsys, ["capture", "-c", "1", "--immediate", "-p", *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES[:1]) as flags:
+        run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", "-p", *QUIET], system)
     assert flags[0].startswith("-")
 
 
 @pytest.mark.parametrize(("direction", "flag"), [("in", "-"), ("out", "o"), ("inout", "s")])
-def test_direction(kernel: Kernel, capsys: pytest.CaptureFixture[str], direction: str,
-                   flag: str) -> None:
-    with injecting(kernel, "em0", []) as flags:
-        status, _, _ = run(capsys, ["capture", "-Q", direction, "--timeout", "0.2",
-                                    "--no-traffic"], kernel)
+def test_direction(system: System, ifname: str, traffic: Traffic, *,
+                   capsys: pytest.CaptureFixture[str], direction: str, flag: str) -> None:
+    with injecting(system, traffic, ifname, []) as flags:
+        status, _, _ = run(capsys, ["capture", "-i", ifname, "-Q", direction, "--timeout", "0.2",
+                                    "--no-traffic"], system)
     assert status == 0
     assert flags[0][3] == flag
     assert flags[0][2] == "-"  # header complete: written frames leave unchanged
@@ -406,13 +457,16 @@ def test_direction(kernel: Kernel, capsys: pytest.CaptureFixture[str], direction
     (["-s", "0"], "snapshot length 262144 bytes"),  # 0 is the maximum, as in tcpdump
     (["-s", "96"], "snapshot length 96 bytes"),
 ])
-def test_buffer_and_snapshot_lengths(kernel: Kernel, capsys: pytest.CaptureFixture[str],
+def test_buffer_and_snapshot_lengths(system: System, ifname: str,
+                                     capsys: pytest.CaptureFixture[str],
                                      args: list[str], granted: str) -> None:
-    status, _, err = run(capsys, ["capture", *args, "--timeout", "0", "--no-traffic"], kernel)
+    status, _, err = run(capsys, ["capture", "-i", ifname, *args, "--timeout", "0",
+                                  "--no-traffic"], system)
     assert status == 0
-    assert granted in err[1]
+    assert granted in after_sim_note(err, system)[0]
 
 
+@sim_only(FRESH)
 def test_list_interfaces(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, ["capture", "-D"], kernel)
     assert (status, out) == (0, ["1.em0 [Up] link-types EN10MB", "2.lo0 [Up] link-types NULL"])
@@ -431,35 +485,38 @@ def test_version(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
 
 
 def test_timeout_zero_takes_what_the_kernel_holds(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = Descriptor.open
 
     def open_then_two_frames(*args: Any, **kw: Any) -> Descriptor:
         d = real_open(*args, **kw)
         for f in FRAMES[:2]:
-            kernel.inject("em0", f)
+            traffic(ifname, f)
         return d
 
     monkeypatch.setattr(Descriptor, "open", open_then_two_frames)
-    status, out, err = run(capsys, ["capture", "--timeout", "0", "-c", "1", "--no-traffic"],
-                           kernel)
+    status, out, err = run(capsys, ["capture", "-i", ifname, "--timeout", "0", "-c", "1",
+                                    "--no-traffic"],
+                           system)
     assert status == 0
     assert len(out) == 1
     assert summary(err)[:3] == (1, 2, 0)
 
 
 def test_a_quiet_capture_ends_at_the_timeout(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+        system: System, ifname: str, capsys: pytest.CaptureFixture[str]) -> None:
     start = time.monotonic()
-    status, out, err = run(capsys, ["capture", "--no-traffic", "--timeout", "0.3", "-c", "5"],
-                           kernel)
+    status, out, err = run(capsys, ["capture", "-i", ifname, "--no-traffic", "--timeout", "0.3",
+                                    "-c", "5"],
+                           system)
     assert status == 0
     assert 0.3 <= time.monotonic() - start < 10
     assert out == []
     assert summary(err)[:3] == (0, 0, 0)
 
 
+@sim_only(CLI_TRAFFIC)
 @pytest.mark.parametrize("timeout", ["inf", "1e10"])
 def test_huge_timeouts_are_just_long(kernel: Kernel, capsys: pytest.CaptureFixture[str],
                                      timeout: str) -> None:
@@ -467,13 +524,15 @@ def test_huge_timeouts_are_just_long(kernel: Kernel, capsys: pytest.CaptureFixtu
     assert (status, len(out)) == (0, 3)
 
 
+@pytest.mark.usefixtures("zerocopy")
 def test_zero_copy_when_the_kernel_allows_it(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, sys.byteorder))
-    with injecting(kernel, "em0", FRAMES[:1]):
-        status, _, err = run(capsys, ["capture", "-c", "1", "--immediate", *QUIET], kernel)
+        system: System, ifname: str, traffic: Traffic,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with injecting(system, traffic, ifname, FRAMES[:1]):
+        status, _, err = run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate",
+                                      *QUIET], system)
     assert status == 0
-    assert err[1].endswith("; zero-copy, 2 buffers of 524256 bytes")
+    assert after_sim_note(err, system)[0].endswith("; zero-copy, 2 buffers of 524256 bytes")
     assert err[-1] == "1 zero-copy buffer consumed"
 
 
@@ -482,6 +541,7 @@ class Terminal(io.StringIO):
         return True
 
 
+@sim_only(CLI_TRAFFIC)
 @pytest.mark.parametrize("quiet", [False, True])
 def test_status_line_on_a_terminal(kernel: Kernel, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch, quiet: bool) -> None:
@@ -525,6 +585,7 @@ def test_bad_numbers_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: 
     assert "Traceback" not in err
 
 
+@sim_only(DEPARTURE)
 def test_the_interface_going_away_ends_with_the_counters_and_the_error(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     def depart() -> None:
@@ -547,19 +608,21 @@ def test_the_interface_going_away_ends_with_the_counters_and_the_error(
 
 
 def test_counters_out_of_reach_still_end_with_the_packets_captured(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     def gone(self: Descriptor) -> None:
         raise from_errno(errno.ENXIO, "BIOCGSTATS")
 
     monkeypatch.setattr(Descriptor, "stats", gone)
-    with injecting(kernel, "em0", FRAMES[:2]):
-        status, out, err = run(capsys, ["capture", "-c", "2", "--immediate", *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES[:2]):
+        status, out, err = run(capsys, ["capture", "-i", ifname, "-c", "2", "--immediate",
+                                        *QUIET], system)
     assert (status, len(out)) == (0, 2)
     assert err[-2] == "2 packets captured"
     assert err[-1].startswith("(kernel counters: [Errno 6] BIOCGSTATS")
 
 
+@sim_only(FRESH)
 def test_a_missing_interface_is_one_line(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = run(capsys, ["capture", "-i", "nope0", "--no-traffic"], kernel)
@@ -568,10 +631,10 @@ def test_a_missing_interface_is_one_line(
                    "interfaces are: em0, lo0 (`bsdbpf capture -D`)"]
 
 
-def test_without_root_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    with Kernel(uid=1000) as k:
-        k.add_interface("em0")
-        status, _, err = run(capsys, ["capture", "-i", "em0"], k)
+def test_without_root_says_so(system: System, ifname: str, unprivileged: Callable[[], Any],
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    with unprivileged():
+        status, _, err = run(capsys, ["capture", "-i", ifname], system)
     assert status == 1
     assert len(err) == 1
     assert err[0].startswith("bsdbpf: [Errno 13] open: Permission denied. Opening /dev/bpf "
@@ -583,17 +646,18 @@ def test_without_root_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     (".", "Is a directory"),
 ])
 def test_an_unwritable_path_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str,
-        reason: str) -> None:
+        system: System, ifname: str, *, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        where: str, reason: str) -> None:
     path = tmp_path / where
-    status, _, err = run(capsys, ["capture", "--no-traffic", "-w", str(path)], kernel)
+    status, _, err = run(capsys, ["capture", "-i", ifname, "--no-traffic", "-w", str(path)],
+                         system)
     assert status == 1
     assert err == [f"bsdbpf: cannot write {path}: {reason}"]
-    assert read_stats(kernel) == []  # the descriptor was closed
+    assert ours(system) == []  # the descriptor was closed
 
 
 def test_a_file_without_permission_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        system: System, ifname: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "theirs.pcap"
     path.write_bytes(b"")
@@ -606,20 +670,23 @@ def test_a_file_without_permission_is_one_line(
         return real_open(name, flags, mode)
 
     monkeypatch.setattr(os, "open", as_a_user)
-    status, _, err = run(capsys, ["capture", "--no-traffic", "-w", str(path)], kernel)
+    status, _, err = run(capsys, ["capture", "-i", ifname, "--no-traffic", "-w", str(path)],
+                         system)
     assert (status, err) == (1, [f"bsdbpf: cannot write {path}: Permission denied"])
 
 
-def test_a_full_device_is_one_line(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_device_is_one_line(system: System, ifname: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    status, _, err = run(capsys, ["capture", "--no-traffic", "-w", "/dev/full"], kernel)
+    status, _, err = run(capsys, ["capture", "-i", ifname, "--no-traffic", "-w", "/dev/full"],
+                         system)
     assert (status, err) == (1, ["bsdbpf: cannot write /dev/full: No space left on device"])
 
 
 def test_a_disk_filling_up_keeps_the_whole_records(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        system: System, ifname: str, traffic: Traffic, *, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "full.pcap"
     real_write = os.write
     room = [FILE_HEADER.size + 2 * (RECORD_HEADER.size + len(FRAMES[0])) + 10]
@@ -634,9 +701,9 @@ def test_a_disk_filling_up_keeps_the_whole_records(
         return n
 
     monkeypatch.setattr(os, "write", small_disk)
-    with injecting(kernel, "em0", FRAMES[:1] * 5):
-        status, _, err = run(capsys, ["capture", "-c", "5", "-w", str(path), "-U",
-                                      "--immediate", *QUIET], kernel)
+    with injecting(system, traffic, ifname, FRAMES[:1] * 5):
+        status, _, err = run(capsys, ["capture", "-i", ifname, "-c", "5", "-w", str(path), "-U",
+                                      "--immediate", *QUIET], system)
     monkeypatch.undo()
     assert status == 1
     assert summary(err[:-1])[0] >= 2
@@ -646,31 +713,32 @@ def test_a_disk_filling_up_keeps_the_whole_records(
 
 
 def test_an_unknown_user_for_Z_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    status, _, err = run(capsys, ["capture", "-Z", "no-such-user-here", "--no-traffic"],
-                         kernel)
+        system: System, ifname: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, ["capture", "-i", ifname, "-Z", "no-such-user-here",
+                                  "--no-traffic"], system)
     assert (status, err) == (1, ["bsdbpf: -Z no-such-user-here: no such user"])
 
 
 def test_Z_without_root_says_only_root_can(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        system: System, ifname: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 4242)
-    status, _, err = run(capsys, ["capture", "-Z", "nobody", "--no-traffic"], kernel)
+    status, _, err = run(capsys, ["capture", "-i", ifname, "-Z", "nobody", "--no-traffic"],
+                         system)
     assert (status, err) == (1, ["bsdbpf: -Z nobody: only root can change to another user; "
                                  "run without -Z, or as root"])
 
 
 def test_a_failing_terminal_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str],
+        system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     class Broken(io.StringIO):
         def write(self, text: str) -> int:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(sys, "stdout", Broken())
-    with injecting(kernel, "em0", FRAMES[:1]):
-        status = main(["capture", "-c", "1", "--immediate", *QUIET], system=kernel)
+    with injecting(system, traffic, ifname, FRAMES[:1]):
+        status = main(["capture", "-i", ifname, "-c", "1", "--immediate", *QUIET], system=system)
     err = capsys.readouterr().err.splitlines()
     assert status == 1
     assert err[-1] == "bsdbpf: cannot write standard output: Input/output error"
@@ -678,7 +746,7 @@ def test_a_failing_terminal_is_one_line(
 
 
 def test_Z_refuses_to_go_on_as_root_when_the_change_fails(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        system: System, ifname: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(*args: Any) -> None:
         raise OSError(errno.EPERM, os.strerror(errno.EPERM))
@@ -687,74 +755,90 @@ def test_Z_refuses_to_go_on_as_root_when_the_change_fails(
         monkeypatch.setattr(os, name, refused)
     monkeypatch.setattr(os, "fchown", lambda *a: None)
     path = tmp_path / "z.pcap"
-    status, out, err = run(capsys, ["capture", "-Z", "nobody", "-w", str(path)], kernel)
+    status, out, err = run(capsys, ["capture", "-i", ifname, "-Z", "nobody", "-w", str(path)],
+                              system)
     assert (status, out) == (1, [])
     assert err == ["bsdbpf: -Z nobody: cannot become nobody (Operation not permitted); "
                    "refusing to go on with root's privileges"]
-    assert read_stats(kernel) == []
+    assert ours(system) == []
     assert read_pcap(path)[1] == []  # nothing was captured
 
 
 def test_a_bad_expression_is_one_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = run(capsys, ["capture", "--no-traffic", "tcp", "portx", "80"], kernel)
+        system: System, ifname: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, ["capture", "-i", ifname, "--no-traffic", "tcp", "portx",
+                                    "80"], system)
     assert (status, out) == (1, [])
     assert err == ["bsdbpf: [Errno 22] BIOCSETF: Invalid argument. Cannot compile 'tcp portx "
                    "80': can't parse filter expression: syntax error"]
-    assert read_stats(kernel) == []
+    assert ours(system) == []
 
 
 # -- zerocopy, sysctl -------------------------------------------------------------
 
 
-def zerocopy_enable(kernel: Kernel) -> int:
-    return int.from_bytes(kernel.sysctlbyname("net.bpf.zerocopy_enable"), sys.byteorder)
-
-
-def test_zerocopy_on_off_round_trip(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(capsys, ["zerocopy"], kernel)
+def test_zerocopy_on_off_round_trip(system: System, sysctl: Sysctl,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    sysctl.set("net.bpf.zerocopy_enable", 0)  # and put back what it was, after
+    status, out, _ = run(capsys, ["zerocopy"], system)
     assert (status, out[0][:30]) == (0, "zero-copy BPF is disabled (net")
-    status, out, err = run(capsys, ["zerocopy", "on"], kernel)
+    status, out, err = run(capsys, ["zerocopy", "on"], system)
     assert (status, out) == (0, ["net.bpf.zerocopy_enable: 0 -> 1"])
-    assert "the change lasts only until this command exits" in err[0]
-    assert zerocopy_enable(kernel) == 1
-    status, out, _ = run(capsys, ["zerocopy", "status"], kernel)
+    if make_host(system).simulated:
+        assert "the change lasts only until this command exits" in err[0]
+    assert sysctl.get("net.bpf.zerocopy_enable") == 1
+    status, out, _ = run(capsys, ["zerocopy", "status"], system)
     assert (status, out) == (0, ["zero-copy BPF is enabled (net.bpf.zerocopy_enable=1)"])
-    status, out, _ = run(capsys, ["zerocopy", "off"], kernel)
+    status, out, _ = run(capsys, ["zerocopy", "off"], system)
     assert (status, out) == (0, ["net.bpf.zerocopy_enable: 1 -> 0"])
-    assert zerocopy_enable(kernel) == 0
+    assert sysctl.get("net.bpf.zerocopy_enable") == 0
 
 
+#: FreeBSD's defaults for the net.bpf integers; a test sets them (and puts the
+#: values it found back afterwards).
+DEFAULTS = {"net.bpf.bufsize": 4096, "net.bpf.maxbufsize": 524288, "net.bpf.maxinsns": 512,
+            "net.bpf.optimize_writers": 0, "net.bpf.zerocopy_enable": 0}
 BPF_INTS = ["net.bpf.bufsize: 4096", "net.bpf.maxbufsize: 524288", "net.bpf.maxinsns: 4096",
             "net.bpf.optimize_writers: 0", "net.bpf.zerocopy_enable: 0"]
 
 
+@pytest.fixture
+def defaults(sysctl: Sysctl) -> Sysctl:
+    """The net.bpf integers at FreeBSD's defaults for this test."""
+    for name, value in DEFAULTS.items():
+        sysctl.set(name, value)
+    return sysctl
+
+
 @pytest.mark.parametrize("argv", [[], ["-a"], ["net.bpf"]])
 def test_sysctl_lists_the_bpf_tree_like_sysctl_8(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    kernel.sysctlbyname("net.bpf.maxinsns", (4096).to_bytes(4, sys.byteorder))
-    status, out, err = run(capsys, ["sysctl", *argv], kernel)
+        system: System, defaults: Sysctl, capsys: pytest.CaptureFixture[str],
+        argv: list[str]) -> None:
+    defaults.set("net.bpf.maxinsns", 4096)
+    status, out, err = run(capsys, ["sysctl", *argv], system)
     assert (status, out, err) == (0, BPF_INTS, [])
 
 
+@pytest.mark.usefixtures("defaults")
 def test_sysctl_values_only_and_descriptions(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, ["sysctl", "-n", "maxbufsize", "net.bpf.maxinsns"], kernel)[1] == [
+        system: System, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, ["sysctl", "-n", "maxbufsize", "net.bpf.maxinsns"], system)[1] == [
         "524288", "512"]
-    _, out, _ = run(capsys, ["sysctl", "-d", "net.bpf"], kernel)
+    _, out, _ = run(capsys, ["sysctl", "-d", "net.bpf"], system)
     assert out[0] == "net.bpf.bufsize: Default capture buffer size in bytes"
     assert len(out) == 5
-    assert run(capsys, ["sysctl", "-nd", "bufsize"], kernel)[1] == [
+    assert run(capsys, ["sysctl", "-nd", "bufsize"], system)[1] == [
         "Default capture buffer size in bytes"]
 
 
-def test_sysctl_sets_and_reads_back(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("defaults")
+def test_sysctl_sets_and_reads_back(system: System, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, ["sysctl", "bufsize=0x2000", "net.bpf.maxbufsize=1048576",
-                                  "net.bpf.bufsize"], kernel)
+                                  "net.bpf.bufsize"], system)
     assert status == 0
     assert out == ["net.bpf.bufsize: 4096 -> 8192", "net.bpf.maxbufsize: 524288 -> 1048576",
                    "net.bpf.bufsize: 8192"]
-    with Descriptor(system=kernel) as d:
+    with Descriptor(system=system) as d:
         assert d.buffer_size == 8192  # the kernel took it
 
 
@@ -775,16 +859,17 @@ def test_sysctl_sets_and_reads_back(kernel: Kernel, capsys: pytest.CaptureFixtur
      "bsdbpf: net.bpf.stats is a table, not an integer: `bsdbpf stats` shows it"),
 ])
 def test_sysctl_errors_are_one_clear_line(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str], argv: list[str],
-        message: str) -> None:
-    status, out, err = run(capsys, argv, kernel)
+        system: System, defaults: Sysctl, capsys: pytest.CaptureFixture[str],
+        argv: list[str], message: str) -> None:
+    status, out, err = run(capsys, argv, system)
     assert (status, out, err) == (1, [], [message])
-    assert kernel.sysctls["net.bpf.bufsize"] == 4096
+    assert defaults.get("net.bpf.bufsize") == 4096
 
 
+@pytest.mark.usefixtures("defaults")
 def test_sysctl_goes_on_after_an_error(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = run(capsys, ["sysctl", "nope", "maxinsns"], kernel)
+        system: System, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, ["sysctl", "nope", "maxinsns"], system)
     assert status == 1
     assert out == ["net.bpf.maxinsns: 512"]
     assert len(err) == 1
@@ -794,21 +879,23 @@ def test_sysctl_goes_on_after_an_error(
     ["sysctl", "bufsize=8192"], ["zerocopy", "on"], ["stats"], ["stats", "--zero"],
 ])
 def test_unprivileged_writes_and_stats_need_root(
+        system: System, defaults: Sysctl, unprivileged: Callable[[], Any],
         capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    with Kernel(uid=1000) as k:
-        k.add_interface("em0")
-        status, out, err = run(capsys, argv, k)
-        assert k.sysctls["net.bpf.bufsize"] == 4096
-        assert k.sysctls["net.bpf.zerocopy_enable"] == 0
+    with unprivileged():
+        status, out, err = run(capsys, argv, system)
+    assert defaults.get("net.bpf.bufsize") == 4096
+    assert defaults.get("net.bpf.zerocopy_enable") == 0
     assert (status, out) == (1, [])
     assert len(err) == 1
     assert err[0].endswith("Operation not permitted. Writing sysctls and reading "
                            "net.bpf.stats need root")
 
 
-def test_unprivileged_reads_work(capsys: pytest.CaptureFixture[str]) -> None:
-    with Kernel(uid=1000) as k:
-        status, out, _ = run(capsys, ["sysctl", "maxbufsize"], k)
+@pytest.mark.usefixtures("defaults")
+def test_unprivileged_reads_work(system: System, unprivileged: Callable[[], Any],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with unprivileged():
+        status, out, _ = run(capsys, ["sysctl", "maxbufsize"], system)
     assert (status, out) == (0, ["net.bpf.maxbufsize: 524288"])
 
 
@@ -824,23 +911,30 @@ def test_a_bad_bsdbpf_system_is_one_line(
 
 
 def test_stats_lists_the_attached_descriptor(
-        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    with Descriptor.open("em0", immediate=True, promiscuous=True, header_complete=False,
-                         system=kernel) as d, \
-            Descriptor(system=kernel):  # not attached: not listed
+        system: System, ifname: str, traffic: Traffic,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with Descriptor.open(ifname, immediate=True, promiscuous=True, header_complete=False,
+                         system=system) as d, \
+            Descriptor(system=system):  # not attached: not listed
         for i in range(3):
-            kernel.inject("em0", ether(i, 80))
-        status, out, err = run(capsys, ["stats"], kernel)
+            traffic(ifname, ether(i, 80))
+        status, out, err = run(capsys, ["stats"], system)
         assert d.stats().recv == 3
+    if not make_host(system).simulated:  # FreeBSD lists the traffic source's too
+        out = out[:1] + [line for line in out[1:] if line.split()[0] == str(os.getpid())]
     assert status == 0
     assert out[0] == ("  Pid  Netif   Flags      Recv      Drop     Match Sblen Hblen "
                       "Command")
-    assert out[1].split() == [str(os.getpid()), "em0", "pifs---", "3", "0", "3",
+    assert out[1].split() == [str(os.getpid()), ifname, "pifs---", "3", "0", "3",
                               "330", "0", process_name(os.getpid())]  # 2 * 112 + 106
     assert len(out) == 2
-    assert "only descriptors this process attached are listed" in err[0]
+    if make_host(system).simulated:
+        assert "only descriptors this process attached are listed" in err[0]
+    else:
+        assert err == []
 
 
+@sim_only(LOOPBACK)
 def test_stats_interface_filter_and_zeroing(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     with Descriptor.open("em0", system=kernel), Descriptor.open("lo0", system=kernel):

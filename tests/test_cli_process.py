@@ -1,5 +1,9 @@
-"""The ``bsdbpf`` command as a real ``python3 -m bsdbpf`` process on the simulator:
-signals, privilege drop, pipes, a filling disk, and other programs reading its files."""
+"""The ``bsdbpf`` command as a real ``python3 -m bsdbpf`` process: signals,
+privilege drop, pipes, a filling disk, and other programs reading its files.
+
+On the simulator the command makes its own kernel and traffic; on FreeBSD's
+kernel (BSDBPF_SYSTEM=host) it captures on the test interface while the
+``traffic`` fixture sends the same sample frames there."""
 
 from __future__ import annotations
 
@@ -10,13 +14,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+from conftest import CLI_TRAFFIC, ON_HOST, sim_only
 
+from bsdbpf._native import lib
+from bsdbpf.cli.host import sample_frames
 from bsdbpf.pcap import PcapReader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +49,70 @@ def no_capture_left_running() -> Iterator[None]:
         proc.communicate()
 
 
-def bsdbpf(*args: str, **kw: Any) -> subprocess.Popen[str]:
-    env = dict(os.environ, BSDBPF_SYSTEM="sim", PYTHONPATH=str(ROOT))
+def start(*args: str, system: str = "sim", **kw: Any) -> subprocess.Popen[str]:
+    env = dict(os.environ, BSDBPF_SYSTEM=system, PYTHONPATH=str(ROOT))
     kw.setdefault("stdout", subprocess.PIPE)
     proc = subprocess.Popen([sys.executable, "-m", "bsdbpf", *args], cwd=ROOT, env=env,
                             stderr=subprocess.PIPE, text=True, **kw)
     STARTED.append(proc)
     return proc
+
+
+class Bsdbpf:
+    """``bsdbpf(*args, **popen_kw)``: the command started on the system under
+    test.  On the simulator it makes its own kernel and traffic.  On FreeBSD a
+    capture gets ``-i`` the test interface, where a thread sends the
+    simulator's sample frames (about 1000/s, as the simulator does) until
+    :meth:`stop_traffic`."""
+
+    def __init__(self, ifname: str | None = None,
+                 traffic: Callable[..., None] | None = None) -> None:
+        self.ifname, self.traffic = ifname, traffic
+        self.errors: list[BaseException] = []
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+        if traffic is not None:
+            self.thread = threading.Thread(target=self._send)
+            self.thread.start()
+
+    def _send(self) -> None:
+        assert self.traffic is not None
+        frames = list(sample_frames(lib.DLT_EN10MB))
+        try:
+            sent = 0
+            while not self.done.wait(0.001):
+                self.traffic(self.ifname, frames[sent % len(frames)])
+                sent += 1
+        except BaseException as err:  # reported by the test's thread, at the end
+            self.errors.append(err)
+
+    def __call__(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        if self.ifname is None:
+            return start(*args, **kw)
+        if args[:1] == ("capture",):
+            args = ("capture", "-i", self.ifname, *args[1:])
+        return start(*args, system="host", **kw)
+
+    def stop_traffic(self) -> None:
+        """No more frames (the simulated command stops its own when it stops)."""
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join(WAIT)
+            assert not self.thread.is_alive()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def bsdbpf(request: pytest.FixtureRequest) -> Iterator[Bsdbpf]:
+    """The command on the system under test (see :class:`Bsdbpf`)."""
+    if not ON_HOST:
+        yield Bsdbpf()
+        return
+    command = Bsdbpf(request.getfixturevalue("ifname"), request.getfixturevalue("traffic"))
+    try:
+        yield command
+    finally:
+        command.stop_traffic()
 
 
 def finish(proc: subprocess.Popen[str]) -> None:
@@ -94,9 +159,10 @@ def records(path: Path) -> list[Any]:
     return got
 
 
+@sim_only(CLI_TRAFFIC)
 def test_quick_start_command() -> None:
     """The README's first command: ``python3 -m bsdbpf capture --count 10``."""
-    proc = bsdbpf("capture", "--count", "10")
+    proc = start("capture", "--count", "10")
     out, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err
     assert len(out.splitlines()) == 10
@@ -108,11 +174,13 @@ def test_quick_start_command() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_drains_counts_and_finishes_the_file(tmp_path: Path, sig: int) -> None:
+def test_a_stop_signal_drains_counts_and_finishes_the_file(bsdbpf: Bsdbpf, tmp_path: Path,
+                                                            sig: int) -> None:
     path = tmp_path / "cut.pcap"
     proc = bsdbpf("capture", "-w", str(path))
     wait_listening(proc)
     until_written(path)  # the named file is there and readable while it grows
+    bsdbpf.stop_traffic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err
@@ -124,7 +192,8 @@ def test_a_stop_signal_drains_counts_and_finishes_the_file(tmp_path: Path, sig: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pcap"]
 
 
-def test_sigint_stops_a_background_job_that_inherited_it_ignored(tmp_path: Path) -> None:
+def test_sigint_stops_a_background_job_that_inherited_it_ignored(bsdbpf: Bsdbpf,
+                                                                  tmp_path: Path) -> None:
     def background_job() -> None:  # what the shell does for `cmd &`
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -137,7 +206,7 @@ def test_sigint_stops_a_background_job_that_inherited_it_ignored(tmp_path: Path)
     assert counters(err)[0] == len(records(tmp_path / "bg.pcap"))
 
 
-def test_sigusr1_prints_the_counters_and_goes_on(tmp_path: Path) -> None:
+def test_sigusr1_prints_the_counters_and_goes_on(bsdbpf: Bsdbpf, tmp_path: Path) -> None:
     proc = bsdbpf("capture", "-w", str(tmp_path / "info.pcap"))
     assert proc.stderr is not None
     wait_listening(proc)
@@ -163,7 +232,7 @@ def _uid_of(pid: int) -> int:
 
 
 @root_only
-def test_Z_drops_to_the_user_who_then_owns_the_file(tmp_path: Path) -> None:
+def test_Z_drops_to_the_user_who_then_owns_the_file(bsdbpf: Bsdbpf, tmp_path: Path) -> None:
     nobody = pwd.getpwnam("nobody")
     path = tmp_path / "z.pcap"
     proc = bsdbpf("capture", "-Z", "nobody", "-w", str(path))
@@ -179,7 +248,7 @@ def test_Z_drops_to_the_user_who_then_owns_the_file(tmp_path: Path) -> None:
     assert len(records(path)) == counters(err)[0] > 0
 
 
-def test_write_to_standard_output_feeds_a_pipe() -> None:
+def test_write_to_standard_output_feeds_a_pipe(bsdbpf: Bsdbpf) -> None:
     reader = "import sys; from bsdbpf.pcap import PcapReader; " \
              "print(len(list(PcapReader(sys.stdin.buffer))))"
     for target in ("-", "/dev/stdout"):
@@ -193,8 +262,9 @@ def test_write_to_standard_output_feeds_a_pipe() -> None:
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
 @pytest.mark.parametrize("target", ["-", "/dev/stdout"])
+@sim_only(CLI_TRAFFIC)  # the second frame the command generates is the SSH one
 def test_tcpdump_reads_standard_output_through_a_pipe(target: str) -> None:
-    proc = bsdbpf("capture", "-c", "9", "-w", target, "--time-stamp-precision", "micro")
+    proc = start("capture", "-c", "9", "-w", target, "--time-stamp-precision", "micro")
     dump = subprocess.run(["tcpdump", "-n", "-r", "-"], stdin=proc.stdout,
                           capture_output=True, text=True, timeout=WAIT, check=True)
     finish(proc)
@@ -206,7 +276,7 @@ def test_tcpdump_reads_standard_output_through_a_pipe(target: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
-def test_tshark_reads_back_exactly_what_was_written(tmp_path: Path) -> None:
+def test_tshark_reads_back_exactly_what_was_written(bsdbpf: Bsdbpf, tmp_path: Path) -> None:
     """bsdbpf capture -c 100 -w x.pcap 'udp': 100 UDP packets that tshark reads back equal."""
     path = tmp_path / "x.pcap"
     proc = bsdbpf("capture", "-c", "100", "-w", str(path), "udp")
@@ -248,7 +318,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_full_disk_ends_with_counters_one_line_and_whole_records(small_disk: Path) -> None:
+def test_a_full_disk_ends_with_counters_one_line_and_whole_records(bsdbpf: Bsdbpf,
+                                                                   small_disk: Path) -> None:
     path = small_disk / "full.pcap"
     proc = bsdbpf("capture", "-w", str(path), "--immediate")
     _, err = proc.communicate(timeout=WAIT)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEPARTURE, GENERATOR, USES_SIMULATOR
+from conftest import CLI_TRAFFIC, DEPARTURE, GENERATOR, USES_SIMULATOR
 
 from bsdbpf.sim import Kernel
 
@@ -154,7 +154,7 @@ def test_no_conformance_data_path_test_is_simulator_only() -> None:
         assert len(on_both) >= 10, name
 
 
-#: The Descriptor's test files: per file, the only tests that stay
+#: The Descriptor's and the command line's test files: per file, the only tests that stay
 #: simulator-only (parametrised ones once), a word of their reason, and the
 #: least number of tests that run on either kernel.
 DESCRIPTOR_FILES: dict[str, tuple[dict[str, str], int]] = {
@@ -176,6 +176,21 @@ DESCRIPTOR_FILES: dict[str, tuple[dict[str, str], int]] = {
     }, 12),
     "test_records.py": ({}, 60),
     "test_cli_api_defaults.py": ({}, 7),
+    "test_cli.py": ({
+        "test_the_simulator_brings_traffic_and_stops_it": CLI_TRAFFIC,
+        "test_huge_timeouts_are_just_long": CLI_TRAFFIC,
+        "test_status_line_on_a_terminal": CLI_TRAFFIC,
+        "test_capture_writes_the_injected_frames_to_pcap": "lo0",
+        "test_dd_and_ddd": "lo0",
+        "test_stats_interface_filter_and_zeroing": "lo0",
+        "test_list_interfaces": "own interfaces",
+        "test_a_missing_interface_is_one_line": "own interfaces",
+        "test_the_interface_going_away_ends_with_the_counters_and_the_error": DEPARTURE,
+    }, 74),
+    "test_cli_process.py": ({
+        "test_quick_start_command": CLI_TRAFFIC,
+        "test_tcpdump_reads_standard_output_through_a_pipe": CLI_TRAFFIC,
+    }, 9),
 }
 
 
