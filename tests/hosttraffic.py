@@ -133,7 +133,12 @@ class HostTraffic:
         for pipe in (self._child.stdin, self._child.stdout):
             if pipe is not None:
                 pipe.close()
-        self._child.wait(timeout=WITNESS_WAIT * 2)
+        try:
+            self._child.wait(timeout=WITNESS_WAIT * 2)
+        except subprocess.TimeoutExpired:
+            self._child.kill()  # a hung child must not outlive the test
+            self._child.wait()
+            raise
 
     def __enter__(self) -> HostTraffic:
         return self
