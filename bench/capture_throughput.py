@@ -84,7 +84,8 @@ class Run(NamedTuple):
 
 
 def consume(
-    d: Descriptor, kernel: Kernel, gen: TrafficGenerator, walk: Walk, size: int
+    d: Descriptor, kernel: Kernel, gen: TrafficGenerator, walk: Walk, size: int,
+    *, poll: float = POLL,
 ) -> tuple[int, int]:
     """Take packets until the generator is done and nothing it offered is left
     in the kernel; returns (packets taken, sentinel frames injected).
@@ -97,7 +98,7 @@ def consume(
     sentinel = bytes(size + 1)
     received, last = 0, -1
     while gen.running:
-        n, tail = walk(d, POLL)
+        n, tail = walk(d, poll)
         received, last = received + n, tail if n else last
     gen.wait()
     n, tail = walk(d, 0)

@@ -35,19 +35,18 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Callable
 
+from capture_throughput import IFNAME, Walk, consume
 from machine import describe, machine, spread
 from parse_records import HDR, build
 
 import bsdbpf.capture
-from bsdbpf import Descriptor
+from bsdbpf import Descriptor, raw
 from bsdbpf._native import ffi, lib
 from bsdbpf.records import Stream, parse
 from bsdbpf.sim import Kernel
 
 TSTAMP = lib.BPF_T_MICROTIME
-IFNAME = "em0"
 POLL = 0.1  # packets() timeout while the generator runs: longer than a buffer takes to fill
-SENTINEL_TRIES = 8
 
 # -- 1. per packet ----------------------------------------------------------------
 
@@ -279,8 +278,6 @@ def counting_polls(calls: Counter[str]) -> Iterator[None]:
         bsdbpf.capture.Capture._wait_readable = wait  # type: ignore[method-assign]
 
 
-Walk = Callable[[Descriptor, float], tuple[int, int]]
-
 
 def walk_packets(d: Descriptor, timeout: float) -> tuple[int, int]:
     """``packets()``, touching each packet's length and timestamp; returns
@@ -315,9 +312,8 @@ def end_to_end_once(walk: str, zerocopy: bool, buffer_size: int, rate: int, *,
                     seconds: float, size: int) -> dict[str, Any]:
     with Kernel(uid=0) as kernel:
         kernel.add_interface(IFNAME)
-        kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, "little"))
-        kernel.sysctlbyname("net.bpf.maxbufsize",
-                            max(buffer_size, 524288).to_bytes(4, sys.byteorder))
+        raw.sysctl_int(kernel, "net.bpf.zerocopy_enable", 1)
+        raw.sysctl_int(kernel, "net.bpf.maxbufsize", max(buffer_size, 524288))
         system = CountingSystem(kernel)
         with Descriptor.open(IFNAME, zerocopy=zerocopy, buffer_size=buffer_size,
                              system=system) as d:
@@ -327,7 +323,7 @@ def end_to_end_once(walk: str, zerocopy: bool, buffer_size: int, rate: int, *,
             with counting_polls(system.calls):
                 start, cpu = time.perf_counter(), time.thread_time()
                 gen = kernel.generate(IFNAME, count, size=size, rate=rate)
-                received, sentinels = consume(d, kernel, gen, size, WALKS[walk])
+                received, sentinels = consume(d, kernel, gen, WALKS[walk], size, poll=POLL)
                 cpu = time.thread_time() - cpu
                 wall = time.perf_counter() - start
             calls = dict(system.calls)
@@ -342,28 +338,6 @@ def end_to_end_once(walk: str, zerocopy: bool, buffer_size: int, rate: int, *,
             cpu / max(received, 1) * 1e9, "cpu_per_wall": cpu / wall,
             "drop_rate": stats.drop / max(gen.offered, 1), "buffers": buffers,
             "calls": calls, "calls_per_buffer": sum(calls.values()) / max(buffers, 1)}
-
-
-def consume(d: Descriptor, kernel: Kernel, gen: Any, size: int, walk: Walk) -> tuple[int, int]:
-    """Take packets until the generator is done and nothing it offered is
-    left; returns (packets taken, sentinel frames injected).  An acknowledged
-    zero-copy buffer is reclaimed only by the next packet: sentinel frames of
-    another size provide it after the generator stops."""
-    sentinel = bytes(size + 1)
-    received, last = 0, -1
-    while gen.running:
-        n, tail = walk(d, POLL)
-        received, last = received + n, tail if n else last
-    gen.wait()
-    n, tail = walk(d, 0)
-    received, last = received + n, tail if n else last
-    sentinels = 0
-    while last != len(sentinel) and sentinels < SENTINEL_TRIES:
-        kernel.inject(IFNAME, sentinel)
-        sentinels += 1
-        n, tail = walk(d, 0)
-        received, last = received + n, tail if n else last
-    return received, sentinels
 
 
 def end_to_end(args: argparse.Namespace) -> list[dict[str, Any]]:
