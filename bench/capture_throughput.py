@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 
 from machine import describe, machine, spread
 
-from bsdbpf import Descriptor
+from bsdbpf import Descriptor, raw
 from bsdbpf.sim import Kernel, TrafficGenerator
 
 IFNAME = "em0"
@@ -116,7 +116,7 @@ def run_once(case: str, count: int, size: int, buffer_size: int) -> Run:
     zerocopy, walk = CASES[case]
     with Kernel() as kernel:
         kernel.add_interface(IFNAME)
-        kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, "little"))
+        raw.sysctl_int(kernel, "net.bpf.zerocopy_enable", 1)
         with Descriptor.open(IFNAME, zerocopy=zerocopy, buffer_size=buffer_size,
                              system=kernel) as d:
             start, cpu = time.perf_counter(), time.thread_time()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import sim_kernel
 
-from bsdbpf import Descriptor, FilterError, UnsupportedError, _libpcap
+from bsdbpf import Descriptor, FilterError, UnsupportedError, _libpcap, raw
 from bsdbpf._native import lib
 from bsdbpf.filter import DEFAULT_SNAPLEN, Instruction, Program, compile
 from bsdbpf.sim import Kernel
@@ -410,7 +410,7 @@ def test_expression_is_compiled_for_the_descriptors_link_type(pcap: Any,
 
 
 def test_zero_copy_descriptor_with_expression(pcap: Any, kernel: Kernel) -> None:
-    kernel.sysctlbyname("net.bpf.zerocopy_enable", (1).to_bytes(4, "little"))
+    raw.sysctl_int(kernel, "net.bpf.zerocopy_enable", 1)
     crafted = frames()
     with Descriptor.open("em0", filter="udp and dst port 53", zerocopy=True, immediate=True,
                          buffer_size=1 << 16, system=kernel) as d:
