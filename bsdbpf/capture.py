@@ -99,6 +99,11 @@ class BufferedSource:
         """read(2) waits by itself (without the GIL) when there is no deadline."""
         return not self.device._nonblocking
 
+    @property
+    def looks_without_waiting(self) -> bool:
+        """take(CHECK) returns at once: only a non-blocking read(2) does."""
+        return self.device._nonblocking
+
     def take(self, how: str) -> Batch | None:
         if how == DRAIN:
             return self._read_partial()
@@ -155,6 +160,7 @@ class ZeroCopySource:
     """The two buffers shared with the kernel."""
 
     blocking_read = False
+    looks_without_waiting = True  # take(CHECK) reads a header, no system call
 
     def __init__(self, device: Device, zbuf: ZeroCopyBuffers) -> None:
         self.device = device
@@ -294,13 +300,12 @@ class Capture:
         while True:
             remaining = _remaining(deadline)
             if remaining is None and can_block and source.blocking_read:
-                assert isinstance(source, BufferedSource)
                 batch = source.take(READY)  # read(2) blocks, without the GIL
                 if batch is not None:
                     return batch
                 continue  # the kernel's read timeout passed with nothing
-            if not isinstance(source, BufferedSource) or self.device._nonblocking:
-                batch = source.take(CHECK)  # no system call
+            if source.looks_without_waiting:
+                batch = source.take(CHECK)
                 if batch is not None:
                     return batch
             if remaining == 0:
