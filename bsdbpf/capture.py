@@ -166,6 +166,9 @@ class ZeroCopySource:
         self.device = device
         self.zbuf = zbuf
 
+    def reset(self) -> None:
+        """Attaching changes nothing here: the buffers were registered before."""
+
     def take(self, how: str) -> Batch | None:
         device = self.device
         with device._lock:  # close() cannot unmap while we look

@@ -514,8 +514,8 @@ class Descriptor:
                              hint=err.hint or None) from err
         self._attached = True
         self._ifname = ifname
-        if self._engine is not None and isinstance(self._engine.source, BufferedSource):
-            self._engine.source.reset()  # read buffers of the size granted now
+        if self._engine is not None:
+            self._engine.source.reset()  # e.g. read buffers of the size granted now
 
     @property
     def interface(self) -> str | None:
