@@ -8,8 +8,12 @@ compiled extension was built from this version of the package; a stale build
 
 from __future__ import annotations
 
+import errno
+from typing import Any
+
 from bsdbpf._native import ffi, lib
 from bsdbpf._version import __version__
+from bsdbpf.errors import InvalidArgument, from_errno
 
 __all__ = [
     "HAS_BIOCGETIFLIST",
@@ -18,6 +22,7 @@ __all__ = [
     "NATIVE_VERSION",
     "REQUEST_NAMES",
     "check_native_version",
+    "new_ifreq",
     "request_name",
 ]
 
@@ -65,3 +70,17 @@ REQUEST_NAMES: dict[int, str] = _build_request_names()
 def request_name(request: int) -> str:
     """The C name of an ioctl request (``"BIOCSETZBUF"``), or its number in hex."""
     return REQUEST_NAMES.get(request, f"ioctl {request:#x}")
+
+
+def new_ifreq(op: str, ifname: str) -> Any:
+    """A ``struct ifreq *`` naming ``ifname``, for ``op`` (BIOCSETIF, SIOCGIFFLAGS).
+    A name that does not fit, or has a NUL in it, is EINVAL before any call:
+    the kernel would read another name."""
+    raw = ifname.encode()
+    if len(raw) >= lib.IFNAMSIZ or b"\0" in raw:
+        raise from_errno(errno.EINVAL, op, ifname=ifname, cls=InvalidArgument,
+                         hint=f"an interface name has at most {lib.IFNAMSIZ - 1} bytes "
+                              "and no NUL")
+    ifr = ffi.new("struct ifreq *")
+    ifr.ifr_name = raw
+    return ifr

@@ -202,6 +202,7 @@ class _Lib:
     FIONCLEX: int
     FIONREAD: int
     FIOSETOWN: int
+    IFF_UP: int
     IFNAMSIZ: int
     IOCPARM_MASK: int
     IOCPARM_MAX: int
@@ -211,6 +212,7 @@ class _Lib:
     IOC_INOUT: int
     IOC_OUT: int
     IOC_VOID: int
+    SIOCGIFFLAGS: int
     TIOCGPGRP: int
     TIOCSPGRP: int
     BSDBPF_PACKAGE_VERSION: CData

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from bsdbpf._abi import HAS_BIOCGETIFLIST, HAS_BIOCSETVLANPCP, request_name
+from bsdbpf._abi import HAS_BIOCGETIFLIST, HAS_BIOCSETVLANPCP, new_ifreq, request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InvalidArgument, InvalidFilter, UnsupportedError, from_errno
 from bsdbpf.system import System
@@ -288,14 +288,7 @@ def set_write_filter(system: System, fd: int, program: Program | None) -> tuple[
 
 def set_if(system: System, fd: int, ifname: str) -> None:
     """BIOCSETIF: attach to the interface ``ifname``."""
-    raw = ifname.encode()
-    if len(raw) >= lib.IFNAMSIZ or b"\0" in raw:
-        raise from_errno(errno.EINVAL, "BIOCSETIF", ifname=ifname, cls=InvalidArgument,
-                         hint=f"an interface name has at most {lib.IFNAMSIZ - 1} bytes "
-                              "and no NUL")
-    ifr = ffi.new("struct ifreq *")
-    ifr.ifr_name = raw
-    _call(system, fd, lib.BIOCSETIF, ifr)
+    _call(system, fd, lib.BIOCSETIF, new_ifreq("BIOCSETIF", ifname))
 
 
 def get_if(system: System, fd: int) -> str:

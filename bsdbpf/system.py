@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import socket
 import sys
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from bsdbpf._abi import request_name
+from bsdbpf._abi import new_ifreq, request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, InternalError, UnsupportedError, from_errno
 
@@ -48,6 +49,13 @@ class System(Protocol):
 
     def sysctlbyname(self, name: str, new: bytes | None = None) -> bytes:
         """sysctlbyname(3): the value before any write, in FreeBSD's binary form."""
+
+    def if_nameindex(self) -> list[tuple[int, str]]:
+        """if_nameindex(3): every interface's index and name, in the system's order."""
+
+    def if_flags(self, ifname: str) -> int:
+        """The interface's flags (``IFF_*``), as SIOCGIFFLAGS reads them (ENXIO: no such
+        interface)."""
 
 
 def _retry(op: str, call: Callable[[], int]) -> int:
@@ -125,3 +133,19 @@ class HostSystem:
             return bytes(ffi.buffer(old, size[0]))
         raise InternalError(errno.ENOMEM, op, "the value kept growing while being read")
 
+    def if_nameindex(self) -> list[tuple[int, str]]:
+        try:
+            return socket.if_nameindex()
+        except OSError as err:
+            raise from_errno(err.errno or errno.EIO, "if_nameindex") from None
+
+    def if_flags(self, ifname: str) -> int:
+        ifr = new_ifreq("SIOCGIFFLAGS", ifname)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # any socket answers
+        with sock:
+            try:
+                self.ioctl(sock.fileno(), lib.SIOCGIFFLAGS, ifr)
+            except BPFError as err:
+                raise from_errno(err.errno or errno.EIO, "SIOCGIFFLAGS", ifname=ifname) from None
+        # ifr_flags: the low 16 bits, a short at the start of the union.
+        return int(ffi.cast("unsigned short *", ifr.ifr_ifru.ifru_bytes)[0])

@@ -290,6 +290,12 @@ enum bpf_direction {
 #define TIOCSPGRP BSDBPF_IOW('t', 118, int)
 #define TIOCGPGRP BSDBPF_IOR('t', 119, int)
 
+/* <sys/sockio.h>, <net/if.h>: an interface's flags, asked on any socket. */
+#undef SIOCGIFFLAGS
+#undef IFF_UP
+#define SIOCGIFFLAGS BSDBPF_IOWR('i', 17, struct ifreq)
+#define IFF_UP 0x1
+
 /* <net/bpfdesc.h>: one record of the net.bpf.stats sysctl. */
 struct xbpf_d {
     u_int     bd_structsize;

@@ -300,6 +300,14 @@ class Recorder:
         self.calls.append(("sysctl", name))
         return self.kernel.sysctlbyname(name, new)
 
+    def if_nameindex(self) -> list[tuple[int, str]]:
+        self.calls.append(("if_nameindex",))
+        return self.kernel.if_nameindex()
+
+    def if_flags(self, ifname: str) -> int:
+        self.calls.append(("if_flags", ifname))
+        return self.kernel.if_flags(ifname)
+
 
 @pytest.fixture
 def rec(kernel: Kernel) -> Recorder:

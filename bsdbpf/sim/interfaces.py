@@ -45,6 +45,7 @@ class Tap:
 @dataclass
 class Interface:
     name: str
+    index: int  # if_index: never reused while the kernel lives
     taps: list[Tap] = field(default_factory=list)
     promisc: int = 0  # ifpromisc() reference count
     generator: TrafficGenerator | None = None
@@ -109,6 +110,7 @@ class Interfaces:
         self._kernel_c = kernel_c
         self._by_name: dict[str, Interface] = {}
         self._taps_made = 0
+        self._indexes_made = 0
 
     def __iter__(self) -> Any:
         return iter(list(self._by_name.values()))
@@ -139,7 +141,8 @@ class Interfaces:
         mac = lladdr or b"\x02" + zlib.crc32(raw).to_bytes(4, "big") + b"\x01"
         if len(mac) != 6:
             raise ValueError("lladdr must be 6 bytes")
-        iface = Interface(name)
+        self._indexes_made += 1
+        iface = Interface(name, self._indexes_made)
         for dlt in dlts:
             c = lib.bsdbpf_sim_if_new(self._kernel_c, raw, dlt, LINK_HEADER[dlt], mac, mtu)
             if c == ffi.NULL:

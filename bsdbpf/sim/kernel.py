@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from bsdbpf._abi import request_name
+from bsdbpf._abi import new_ifreq, request_name
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError, from_errno
 from bsdbpf.sim.interfaces import Interfaces, Tap, TrafficGenerator
@@ -138,6 +138,18 @@ class Kernel:
     def interfaces(self) -> list[str]:
         """The names of the interfaces, in the order they were added."""
         return self._interfaces.names()
+
+    def if_nameindex(self) -> list[tuple[int, str]]:
+        """if_nameindex(3): each interface's index and name, in the order added."""
+        with self._lock:
+            return [(iface.index, iface.name) for iface in self._interfaces]
+
+    def if_flags(self, ifname: str) -> int:
+        """SIOCGIFFLAGS: a simulated interface is always up."""
+        new_ifreq("SIOCGIFFLAGS", ifname)  # the name checks the host's call makes
+        with self._lock:
+            self._interfaces.find(ifname, "SIOCGIFFLAGS")
+        return int(lib.IFF_UP)
 
     def inject(self, ifname: str, frame: bytes, outgoing: bool = False) -> None:
         """Offer one frame to the interface's descriptors; returns once all saw it.

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
+from bsdbpf import interfaces
 from bsdbpf import sysctl as bsdbpf_sysctl
 from bsdbpf.descriptor import Descriptor
 from bsdbpf.errors import ZeroCopyDisabled
@@ -75,6 +76,14 @@ def test_sysctl_agrees_with_sysctl8() -> None:
 
 
 @pytest.mark.zerocopy
+def test_interfaces_agree_with_ifconfig(epair: tuple[str, str]) -> None:
+    """bsdbpf.interfaces() (if_nameindex and SIOCGIFFLAGS) against ifconfig -l [-u]."""
+    found = interfaces(link_types=False)
+    assert {i.name for i in found} == set(run("ifconfig", "-l").stdout.split())
+    assert {i.name for i in found if i.up} == set(run("ifconfig", "-l", "-u").stdout.split())
+    assert set(epair) <= {i.name for i in found if i.up}
+
+
 def test_zerocopy_toggled_and_restored(epair: tuple[str, str], traffic: Any) -> None:
     """bsdbpf.sysctl.zerocopy_enabled switches net.bpf.zerocopy_enable for a
     block: off, a zero-copy descriptor is refused; on, it captures over the
