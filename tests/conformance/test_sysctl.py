@@ -156,10 +156,11 @@ def test_stats_raw_layout_amd64(bpf, system, ifname):
     recs = [raw[i:i + 168] for i in range(0, len(raw), 168) if raw[i + 72:i + 76] == pid]
     assert len(recs) == 1
     rec = recs[0]
-    assert rec[0:4] == b"\xa8\0\0\0"
+    # Fields in the host's byte order, as the kernel writes them.
+    assert int.from_bytes(rec[0:4], sys.byteorder) == 0xA8
     assert rec[76:92] == ifname.encode().ljust(16, b"\0")
-    assert int.from_bytes(rec[68:72], "little") == 2000
-    assert int.from_bytes(rec[128:132], "little") == lib.BPF_BUFMODE_BUFFER
+    assert int.from_bytes(rec[68:72], sys.byteorder) == 2000
+    assert int.from_bytes(rec[128:132], sys.byteorder) == lib.BPF_BUFMODE_BUFFER
 
 
 def test_stats_zbuf_record(bpf, system, zerocopy, ifname):
