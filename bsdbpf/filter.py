@@ -23,6 +23,11 @@ from bsdbpf._native import ffi, lib
 from bsdbpf.errors import FilterError, InvalidFilter, from_errno
 
 __all__ = [
+    "BPF_A", "BPF_ABS", "BPF_ADD", "BPF_ALU", "BPF_AND", "BPF_B", "BPF_DIV", "BPF_H",
+    "BPF_IMM", "BPF_IND", "BPF_JA", "BPF_JEQ", "BPF_JGE", "BPF_JGT", "BPF_JMP", "BPF_JSET",
+    "BPF_K", "BPF_LD", "BPF_LDX", "BPF_LEN", "BPF_LSH", "BPF_MEM", "BPF_MISC", "BPF_MOD",
+    "BPF_MSH", "BPF_MUL", "BPF_NEG", "BPF_OR", "BPF_RET", "BPF_RSH", "BPF_ST", "BPF_STX",
+    "BPF_SUB", "BPF_TAX", "BPF_TXA", "BPF_W", "BPF_X", "BPF_XOR",
     "DEFAULT_SNAPLEN",
     "Instruction",
     "Program",
@@ -31,6 +36,20 @@ __all__ = [
     "is_program_text",
     "validate",
 ]
+
+# The instruction fields of <net/bpf.h>, to build programs by hand as in C:
+# class, size, addressing mode, ALU operation, jump, source, and misc operation.
+BPF_LD, BPF_LDX, BPF_ST, BPF_STX = lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX
+BPF_ALU, BPF_JMP, BPF_RET, BPF_MISC = lib.BPF_ALU, lib.BPF_JMP, lib.BPF_RET, lib.BPF_MISC
+BPF_W, BPF_H, BPF_B = lib.BPF_W, lib.BPF_H, lib.BPF_B
+BPF_IMM, BPF_ABS, BPF_IND = lib.BPF_IMM, lib.BPF_ABS, lib.BPF_IND
+BPF_MEM, BPF_LEN, BPF_MSH = lib.BPF_MEM, lib.BPF_LEN, lib.BPF_MSH
+BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV = lib.BPF_ADD, lib.BPF_SUB, lib.BPF_MUL, lib.BPF_DIV
+BPF_OR, BPF_AND, BPF_LSH, BPF_RSH = lib.BPF_OR, lib.BPF_AND, lib.BPF_LSH, lib.BPF_RSH
+BPF_NEG, BPF_MOD, BPF_XOR = lib.BPF_NEG, lib.BPF_MOD, lib.BPF_XOR
+BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET = (
+    lib.BPF_JA, lib.BPF_JEQ, lib.BPF_JGT, lib.BPF_JGE, lib.BPF_JSET)
+BPF_K, BPF_X, BPF_A, BPF_TAX, BPF_TXA = lib.BPF_K, lib.BPF_X, lib.BPF_A, lib.BPF_TAX, lib.BPF_TXA
 
 #: tcpdump's default snapshot length: what ``ret`` returns for a match.
 DEFAULT_SNAPLEN = 262144

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bsdbpf import Descriptor, FilterError, InvalidFilter, InvalidStateError
+from bsdbpf import filter as bpf_filter
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import from_errno
 from bsdbpf.filter import Instruction, Program, as_program, is_program_text, validate
@@ -687,3 +688,11 @@ def test_expression_needs_an_attached_descriptor(kernel: Kernel) -> None:
 def test_open_refuses_a_program_and_a_snaplen(kernel: Kernel) -> None:
     with pytest.raises(ValueError, match="give a program or a snaplen"):
         Descriptor.open("em0", filter=ETHERTYPE_IS, snaplen=96, system=kernel)
+
+
+def test_instruction_fields_are_the_c_names() -> None:
+    """bsdbpf.filter has every instruction field of <net/bpf.h> under its C name."""
+    fields = [n for n in bpf_filter.__all__ if n.startswith("BPF_")]
+    assert len(fields) == 38
+    assert {n: getattr(bpf_filter, n) for n in fields} == {n: getattr(lib, n) for n in fields}
+    assert bpf_filter.BPF_LD | bpf_filter.BPF_H | bpf_filter.BPF_ABS == 0x28  # ldh [k]
