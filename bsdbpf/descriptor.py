@@ -373,6 +373,11 @@ class Descriptor:
             self._retired.append(zbuf)  # unmapped after close(), like registered ones
             raise
         self._zbuf = zbuf
+        if self._engine is not None:
+            # Made by a read before attaching, over read(2): it has nothing to
+            # keep, and the next read makes one over the zero-copy buffers.
+            self._engine.close()
+            self._engine = None
 
     @property
     def buffer_size(self) -> int:
@@ -682,8 +687,7 @@ class Descriptor:
         """The capture engine, over the source the buffer mode calls for."""
         self._check()
         engine = self._engine
-        if engine is None or (self._zbuf is not None
-                              and not isinstance(engine.source, ZeroCopySource)):
+        if engine is None:
             source = (BufferedSource(self) if self._zbuf is None
                       else ZeroCopySource(self, self._zbuf))
             engine = self._engine = Capture(self, source)

@@ -159,6 +159,22 @@ def test_registering_twice_or_after_attach(system: System, ifname: str) -> None:
         assert info.value.errno == errno.EINVAL
 
 
+def test_a_read_before_registering_leaves_no_buffered_reader_behind(
+        system: System, ifname: str, traffic: Any) -> None:
+    """A read before attaching sets up a reader over read(2); registering
+    zero-copy buffers afterwards must replace it (read(2) is refused in
+    zero-copy mode)."""
+    with Descriptor(system=system) as d:
+        with pytest.raises(NotAttached):
+            d.next_batch(timeout=0)
+        d.buffer_mode = BufferMode.ZBUF
+        d.register_zerocopy_buffers(4 * PAGE_SIZE)
+        d.attach(ifname)
+        traffic(ifname, frame(1))
+        assert [bytes(p) for p in d.packets(count=1, timeout=5)] == [frame(1)]
+        assert d.buffers_consumed == 1
+
+
 def test_buffer_size_in_zbuf_mode_is_eopnotsupp(system: System) -> None:
     with Descriptor(system=system) as d:
         d.buffer_mode = BufferMode.ZBUF
