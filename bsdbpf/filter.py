@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import re
+import socket
+import sys
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Union, cast, overload
@@ -53,6 +55,8 @@ BPF_K, BPF_X, BPF_A, BPF_TAX, BPF_TXA = lib.BPF_K, lib.BPF_X, lib.BPF_A, lib.BPF
 
 #: tcpdump's default snapshot length: what ``ret`` returns for a match.
 DEFAULT_SNAPLEN = 262144
+#: FreeBSD's AF_INET6, in the header of a loopback (DLT_NULL) packet.
+FREEBSD_AF_INET6 = 28
 #: libpcap's PCAP_NETMASK_UNKNOWN: ``ip broadcast`` cannot be compiled with it.
 NETMASK_UNKNOWN = 0xFFFFFFFF
 U32 = 0xFFFFFFFF
@@ -516,6 +520,9 @@ def compile(  # shadows the builtin inside this module only: libpcap's name
     libpcap's ``pcap_compile``, as ``tcpdump -d -y DLT -s SNAPLEN`` does.
 
     ``netmask`` is the IPv4 netmask ``ip broadcast`` needs (default: unknown).
+    The program is for FreeBSD wherever it is compiled: on a loopback link
+    type (``DLT_NULL``, ``DLT_LOOP``, ``DLT_ENC``) it tests FreeBSD's
+    AF_INET6, 28, where libpcap elsewhere tests its own host's (Linux's 10).
     A bad expression raises :class:`bsdbpf.FilterError` with libpcap's
     message; without libpcap, :class:`bsdbpf.UnsupportedError` says which
     package to install.
@@ -526,4 +533,53 @@ def compile(  # shadows the builtin inside this module only: libpcap's name
         raise ValueError(f"snaplen={snaplen}: between 0 and 2**31 - 1")
     if not 0 <= netmask <= U32:
         raise ValueError(f"netmask={netmask:#x}: a 32-bit IPv4 netmask")
-    return Program(_libpcap.compile_expression(expression, dlt, snaplen, optimize, netmask))
+    insns = _libpcap.compile_expression(expression, dlt, snaplen, optimize, netmask)
+    return Program(_freebsd_address_family(insns, dlt))
+
+
+def _freebsd_address_family(
+    insns: list[tuple[int, int, int, int]], dlt: int,
+) -> list[tuple[int, int, int, int]]:
+    """Loopback headers (DLT_NULL, DLT_ENC: host byte order; DLT_LOOP: network
+    order) carry an address family, and libpcap compares them with the
+    AF_INET6 of the host it runs on: Linux's 10, macOS's 30.  The program is
+    for FreeBSD, whose AF_INET6 is 28: rewrite each ``jeq`` of the host's
+    value that tests the header word, ``ld [0]``, on every path to it."""
+    if dlt == lib.DLT_LOOP:
+        host, freebsd = int(socket.AF_INET6), FREEBSD_AF_INET6
+    elif dlt in (lib.DLT_NULL, lib.DLT_ENC):  # loaded big-endian, stored in host order
+        host, freebsd = (int.from_bytes(af.to_bytes(4, sys.byteorder), "big")
+                         for af in (int(socket.AF_INET6), FREEBSD_AF_INET6))
+    else:
+        return insns
+    if host == freebsd:
+        return insns
+    load_family = (BPF_LD | BPF_W | BPF_ABS, 0)
+    jeq_k = BPF_JMP | BPF_JEQ | BPF_K
+    # holds[i]: A holds the header word on every path into i (None: no path yet).
+    # Programs only jump forward, so one pass in order sees every path first.
+    holds: list[bool | None] = [False] + [None] * (len(insns) - 1)
+    out = list(insns)
+    for i, (code, jt, jf, k) in enumerate(insns):
+        here = holds[i]
+        if here is None:
+            continue  # unreachable
+        cls = code & 0x07  # BPF_CLASS()
+        if (code, k) == load_family:
+            after = True
+        elif cls in (BPF_LD, BPF_ALU) or code == BPF_MISC | BPF_TXA:
+            after = False
+        else:
+            after = here
+        if code == jeq_k and here and k == host:
+            out[i] = (code, jt, jf, freebsd)
+        if cls == BPF_RET:
+            nexts: tuple[int, ...] = ()
+        elif cls == BPF_JMP:
+            nexts = (i + 1 + k,) if code & 0xF0 == BPF_JA else (i + 1 + jt, i + 1 + jf)  # BPF_OP()
+        else:
+            nexts = (i + 1,)
+        for n in nexts:
+            if n < len(insns):
+                holds[n] = after if holds[n] is None else bool(holds[n]) and after
+    return out

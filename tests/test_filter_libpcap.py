@@ -15,6 +15,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -438,3 +439,55 @@ def test_bad_expression_on_a_descriptor(pcap: Any, kernel: Kernel) -> None:
         assert d.filter is None
     with pytest.raises(FilterError, match="syntax error"):
         Descriptor.open("em0", filter="udp and", zerocopy=False, system=kernel)
+
+
+# -- loopback headers carry FreeBSD's address family --------------------------------
+
+FREEBSD_AF_INET6 = 28
+
+
+def loopback(family: int, packet: bytes, dlt: int = lib.DLT_NULL) -> bytes:
+    """A loopback packet: the family in host byte order (DLT_NULL) or network order (DLT_LOOP)."""
+    order = "big" if dlt == lib.DLT_LOOP else sys.byteorder
+    return family.to_bytes(4, order) + packet  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dlt", [lib.DLT_NULL, lib.DLT_LOOP])
+def test_loopback_ip6_is_freebsds_family(pcap: Any, dlt: int) -> None:
+    """libpcap compiles the host's AF_INET6 (Linux 10, macOS 30); the program is for
+    FreeBSD, whose loopback header says 28, on every path that tests it."""
+    v6 = ipv6(6, tcp(1234, 80))
+    v4 = ipv4(6, tcp(1234, 80))
+    for expression in ("ip6", "tcp", "ip or ip6", "not ip6"):
+        program = compile(expression, dlt=dlt)
+        matches = {name: program.run(loopback(af, packet, dlt)) != 0 for name, af, packet in (
+            ("freebsd6", FREEBSD_AF_INET6, v6), ("ip4", 2, v4), ("linux6", 10, v6))}
+        negated = expression.startswith("not")
+        assert matches["freebsd6"] is not negated, expression
+        assert matches["linux6"] is negated, expression
+        assert matches["ip4"] is (expression != "ip6"), expression
+
+
+def test_a_payload_word_equal_to_the_hosts_family_is_left_alone(pcap: Any) -> None:
+    host_word = int.from_bytes(socket.AF_INET6.to_bytes(4, sys.byteorder), "big")
+    expression = f"ip and udp[8:4] = {host_word:#x}"
+    program = compile(expression, dlt=lib.DLT_NULL)
+    assert (lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K, host_word) in {(i.code, i.k) for i in program}
+    payload = host_word.to_bytes(4, "big")
+    assert program.run(loopback(2, ipv4(17, udp(1, 2, payload)))) == DEFAULT_SNAPLEN
+
+
+def test_other_link_types_are_libpcaps_own(pcap: Any, tcpdump: str) -> None:
+    for name, dlt in (("EN10MB", lib.DLT_EN10MB), ("RAW", lib.DLT_RAW)):
+        want = subprocess.run([tcpdump, "-d", "-y", name, "ip6 or tcp"], capture_output=True,
+                              text=True, check=True).stdout
+        assert compile("ip6 or tcp", dlt=dlt).dump(1) == want
+
+
+def test_ip6_on_the_simulated_loopback(pcap: Any, kernel: Kernel) -> None:
+    v6 = loopback(FREEBSD_AF_INET6, ipv6(17, udp(5353, 5353)))
+    v4 = loopback(2, ipv4(17, udp(5353, 5353)))
+    with Descriptor.open("lo0", filter="ip6", zerocopy=False, system=kernel) as d:
+        kernel.inject("lo0", v4)
+        kernel.inject("lo0", v6)
+        assert [bytes(p.data) for p in d.packets(timeout=0)] == [v6]
