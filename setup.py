@@ -39,5 +39,8 @@ setup(
             py_limited_api=ABI3,
         ),
     ],
+    # Both extensions (the cffi one too) use only the limited API: one wheel
+    # for every CPython from 3.11 on.
+    options={"bdist_wheel": {"py_limited_api": "cp311"}} if ABI3 else {},
     zip_safe=False,
 )
