@@ -46,10 +46,11 @@ def test_every_option_is_documented_and_every_documented_option_exists(command: 
 def test_the_synopsis_names_only_existing_options() -> None:
     synopsis = CLI_RST.read_text().split(".. code-block:: text", 1)[1].split("\n\n", 2)[1]
     options = parser_options()
+    command = ""
     for line in synopsis.splitlines():
         words = line.split()
-        command = words[1] if words[0] == "bsdbpf" else "capture"
         if words[0] == "bsdbpf":
+            command = words[1]  # continuation lines belong to the command above
             assert command in options, line
         for opt in re.findall(r"\[(-[\w-]+)", line):
             assert opt in options[command] or opt.rstrip(".") in options[command], (line, opt)

@@ -1,4 +1,5 @@
-"""The ``bsdbpf`` command line: ``capture``, ``zerocopy``, ``sysctl`` and ``stats``.
+"""The ``bsdbpf`` command line: ``capture``, ``filter``, ``zerocopy``, ``sysctl``,
+``stats`` and ``bench``.
 
 Run ``python3 -m bsdbpf --help`` (or ``bsdbpf --help`` once installed).  On a
 host that is not FreeBSD the commands run against the simulated kernel,
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from bsdbpf._version import __version__
 from bsdbpf.backend import default_system
 from bsdbpf.cli.admin import cmd_stats, cmd_sysctl, cmd_zerocopy
+from bsdbpf.cli.bench import MODES, cmd_bench
 from bsdbpf.cli.capture import cmd_capture, cmd_filter
 from bsdbpf.cli.common import PROG, CommandError, note
 from bsdbpf.cli.host import make_host
@@ -70,6 +72,20 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if math.isnan(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text}: must be 0 or more")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = _seconds(text)
+    if value == 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds above 0")
+    return value
+
+
+def _rate(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be 0 (flat out) or more")
     return value
 
 
@@ -190,6 +206,35 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-z", "--zero", action="store_true",
                     help="zero the counters of every descriptor instead (netstat -B -z)")
     st.set_defaults(run=cmd_stats)
+
+    bench = sub.add_parser(
+        "bench", help="measure how fast packets are taken, buffered and zero-copy",
+        description="Capture on IFACE for a while in each buffer mode and print packets "
+                    "taken per second, the consuming thread's CPU time per packet and the "
+                    "kernel's counters. On FreeBSD the interface's own traffic is measured "
+                    "(needs root); the simulated kernel offers frames from its generator.")
+    add = bench.add_argument
+    add("-i", "--interface", metavar="IFACE",
+        help="interface to measure on (default: the first up one that is not a loopback)")
+    add("--mode", choices=sorted(MODES), default="both",
+        help="buffered, zerocopy or both, one after the other (default: both; zero-copy "
+             "needs net.bpf.zerocopy_enable=1)")
+    add("--seconds", type=_duration, default=3.0, metavar="S",
+        help="how long each mode runs (default 3)")
+    add("-c", "--count", type=_count, metavar="N", help="end a mode early after N packets")
+    add("--api", choices=("packets", "batches"), default="packets",
+        help="take each packet with packets() (default) or each buffer with batches()")
+    add("-B", "--buffer-size", type=_buffer_kib, default=DEFAULT_BUFFER_KIB * 1024,
+        metavar="KiB", help=f"kernel buffer size in KiB (default {DEFAULT_BUFFER_KIB})")
+    add("-p", "--no-promiscuous-mode", dest="no_promisc", action="store_true",
+        help="do not put the interface in promiscuous mode")
+    add("--rate", type=_rate, metavar="PPS",
+        help="simulated kernel only: frames per second its generator offers (0: flat out; "
+             "default 1000000)")
+    add("--size", type=_count, metavar="BYTES",
+        help="simulated kernel only: bytes per generated frame (default 64)")
+    add("--json", action="store_true", help="print the results as JSON")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

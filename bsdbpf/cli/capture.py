@@ -18,7 +18,7 @@ import pwd
 import select
 import sys
 import time
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from bsdbpf import filter as bpf_filter
 from bsdbpf._native import lib
@@ -251,18 +251,23 @@ class CaptureLoop:
 # -- the command --------------------------------------------------------------------
 
 
-def _open_descriptor(args: argparse.Namespace, host: Host, ifname: str) -> Descriptor:
+def open_on(host: Host, ifname: str, **options: Any) -> Descriptor:
+    """:meth:`Descriptor.open` on the host's system; a missing interface's
+    error lists the ones there are."""
     try:
-        return Descriptor.open(
-            ifname, zerocopy=ZEROCOPY_ARG[args.zerocopy], buffer_size=args.buffer_size,
-            immediate=args.immediate, snaplen=args.snaplen, promiscuous=not args.no_promisc,
-            filter=" ".join(args.expression) or None,
-            direction=DIRECTIONS[args.direction] if args.direction else None,
-            system=host.system)
+        return Descriptor.open(ifname, system=host.system, **options)
     except InterfaceNotFound as err:
         names = ", ".join(i.name for i in host.interfaces(link_types=False)) or "none"
         raise from_errno(err.errno or 0, err.op, ifname=ifname, cls=type(err),
                          hint=f"the interfaces are: {names} (`bsdbpf capture -D`)") from None
+
+
+def _open_descriptor(args: argparse.Namespace, host: Host, ifname: str) -> Descriptor:
+    return open_on(
+        host, ifname, zerocopy=ZEROCOPY_ARG[args.zerocopy], buffer_size=args.buffer_size,
+        immediate=args.immediate, snaplen=args.snaplen, promiscuous=not args.no_promisc,
+        filter=" ".join(args.expression) or None,
+        direction=DIRECTIONS[args.direction] if args.direction else None)
 
 
 def _zerocopy_fallback(d: Descriptor, host: Host) -> str | None:

@@ -23,13 +23,14 @@ from bsdbpf.netif import Interface, interfaces
 from bsdbpf.system import System
 
 if TYPE_CHECKING:  # the simulator is imported only where one is running
-    from bsdbpf.sim import Kernel
+    from bsdbpf.sim import Kernel, TrafficGenerator
 
 __all__ = ["Host", "SimulatedHost", "make_host", "sample_frames"]
 
 SIM_NOTE = "simulated FreeBSD kernel (not FreeBSD)"
 SIM_RATE = 1000  # frames per second the simulated traffic offers
 SIM_TICK = 0.01  # seconds between bursts of simulated frames
+UNTIL_STOPPED = 1 << 62  # a generator's frame count that no run reaches
 
 
 class Host:
@@ -56,6 +57,11 @@ class Host:
 
     def start_traffic(self, ifname: str, dlt: int) -> Traffic | None:
         """Traffic for a capture on ``ifname``; a real interface has its own."""
+        return None
+
+    def start_generator(self, ifname: str, size: int, rate: int) -> TrafficGenerator | None:
+        """Frames of ``size`` bytes at ``rate`` per second (0: flat out) for
+        ``bench`` on ``ifname``, until stopped; a real interface has its own."""
         return None
 
     def allow_zerocopy(self) -> bool:
@@ -112,6 +118,9 @@ class SimulatedHost(Host):
 
     def start_traffic(self, ifname: str, dlt: int) -> Traffic | None:
         return Traffic(self.kernel, ifname, dlt, SIM_RATE)
+
+    def start_generator(self, ifname: str, size: int, rate: int) -> TrafficGenerator | None:
+        return self.kernel.generate(ifname, UNTIL_STOPPED, size, rate)
 
     def allow_zerocopy(self) -> bool:
         # A fresh simulated kernel has FreeBSD's default, 0, and nothing else

@@ -11,6 +11,7 @@ command-line issue: tcpdump's privilege drop).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -75,7 +76,6 @@ def test_sysctl_agrees_with_sysctl8() -> None:
         assert int(m.group(1)) == sysctl8(name), name
 
 
-@pytest.mark.zerocopy
 def test_interfaces_agree_with_ifconfig(epair: tuple[str, str]) -> None:
     """bsdbpf.interfaces() (if_nameindex and SIOCGIFFLAGS) against ifconfig -l [-u]."""
     found = interfaces(link_types=False)
@@ -84,6 +84,7 @@ def test_interfaces_agree_with_ifconfig(epair: tuple[str, str]) -> None:
     assert set(epair) <= {i.name for i in found if i.up}
 
 
+@pytest.mark.zerocopy
 def test_zerocopy_toggled_and_restored(epair: tuple[str, str], traffic: Any) -> None:
     """bsdbpf.sysctl.zerocopy_enabled switches net.bpf.zerocopy_enable for a
     block: off, a zero-copy descriptor is refused; on, it captures over the
@@ -107,6 +108,30 @@ def test_zerocopy_toggled_and_restored(epair: tuple[str, str], traffic: Any) -> 
     assert sysctl8(ZEROCOPY_ENABLE) == original
     with pytest.raises(KeyError), bsdbpf_sysctl.zerocopy_enabled(not original):
         raise KeyError("the block fails")
+    assert sysctl8(ZEROCOPY_ENABLE) == original
+
+
+@pytest.mark.zerocopy
+def test_bench_measures_both_modes_over_the_epair(epair: tuple[str, str]) -> None:
+    """bsdbpf bench on the pair: both rows with zero-copy enabled, the zero-copy row
+    skipped (with the advice) when it is not; the sysctl is left as it was."""
+    ifname, _ = epair
+    original = sysctl8(ZEROCOPY_ENABLE)
+    with bsdbpf_sysctl.zerocopy_enabled(True):
+        done = bsdbpf("bench", "-i", ifname, "--seconds", "0.5", "--json")
+        report = json.loads(done.stdout)
+        assert [r["mode"] for r in report["results"]] == ["buffered", "zero-copy"]
+        assert all(r["received"] >= r["packets"] >= 0 for r in report["results"])
+        assert report["skipped"] == {}
+        assert report["simulated"] is False
+    with bsdbpf_sysctl.zerocopy_enabled(False):
+        done = bsdbpf("bench", "-i", ifname, "--seconds", "0.2", "--json")
+        report = json.loads(done.stdout)
+        assert [r["mode"] for r in report["results"]] == ["buffered"]
+        assert "bsdbpf zerocopy on" in report["skipped"]["zero-copy"]
+        refused = bsdbpf("bench", "-i", ifname, "--mode", "zerocopy", check=False)
+        assert refused.returncode == 1
+        assert "net.bpf.zerocopy_enable=0" in refused.stderr
     assert sysctl8(ZEROCOPY_ENABLE) == original
 
 
