@@ -82,7 +82,8 @@ class WriteRejected(PermissionDenied):
 
 
 class InterfaceNotFound(BPFError, LookupError):
-    """ENXIO from BIOCSETIF: no interface of that name has a BPF tap."""
+    """ENXIO from BIOCSETIF (no interface of that name has a BPF tap) or SIOCGIFFLAGS
+    (no interface of that name)."""
 
 
 class DeviceNotFound(BPFError, FileNotFoundError):
@@ -212,6 +213,10 @@ _TABLE: dict[tuple[str | None, int], tuple[type[BPFError], str]] = {
     ("BIOCSETIF", _errno.ENXIO): (
         InterfaceNotFound,
         "no interface of that name has a BPF tap; `ifconfig -l` lists interfaces",
+    ),
+    ("SIOCGIFFLAGS", _errno.ENXIO): (
+        InterfaceNotFound,
+        "no interface of that name; `ifconfig -l` lists interfaces",
     ),
     ("BIOCSETIF", _errno.EINVAL): (
         InvalidStateError,

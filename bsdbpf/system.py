@@ -147,5 +147,4 @@ class HostSystem:
                 self.ioctl(sock.fileno(), lib.SIOCGIFFLAGS, ifr)
             except BPFError as err:
                 raise from_errno(err.errno or errno.EIO, "SIOCGIFFLAGS", ifname=ifname) from None
-        # ifr_flags: the low 16 bits, a short at the start of the union.
-        return int(ffi.cast("unsigned short *", ifr.ifr_ifru.ifru_bytes)[0])
+        return lib.bsdbpf_ifr_flags(ifr)

@@ -157,6 +157,7 @@ int sysctlbyname(const char *, void *, size_t *, const void *, size_t);
 u_int bsdbpf_load_acquire(const volatile u_int *);
 void bsdbpf_store_release(volatile u_int *, u_int);
 size_t bsdbpf_wordalign(size_t);
+unsigned int bsdbpf_ifr_flags(const struct ifreq *);
 unsigned int bsdbpf_hdrlen(unsigned int, unsigned int);
 int bsdbpf_parse_records(const unsigned char *, uint32_t, uint32_t, unsigned int,
                          int64_t *, uint32_t, uint32_t *);

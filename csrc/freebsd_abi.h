@@ -52,7 +52,8 @@ struct bintime {
     uint64_t frac;
 };
 
-/* <net/if.h>: only the name matters to BPF; the union is 16 bytes on both arches. */
+/* <net/if.h>: BPF needs the name, SIOCGIFFLAGS the flags; the union is 16
+ * bytes on both arches. */
 #undef IFNAMSIZ
 #define IFNAMSIZ 16
 struct ifreq {
@@ -60,8 +61,13 @@ struct ifreq {
     union {
         unsigned char ifru_bytes[16];
         void *ifru_ptr[16 / sizeof(void *)];
+        short ifru_flags[2];
     } ifr_ifru;
 };
+#undef ifr_flags
+#undef ifr_flagshigh
+#define ifr_flags     ifr_ifru.ifru_flags[0]  /* if_flags' low 16 bits */
+#define ifr_flagshigh ifr_ifru.ifru_flags[1]  /* and its high 16 */
 
 /* <net/bpf.h> */
 #define BPF_RELEASE 199606

@@ -17,6 +17,11 @@ size_t bsdbpf_wordalign(size_t x)
     return BPF_WORDALIGN(x);
 }
 
+unsigned int bsdbpf_ifr_flags(const struct ifreq *ifr)
+{
+    return (unsigned short)ifr->ifr_flags | (unsigned int)(unsigned short)ifr->ifr_flagshigh << 16;
+}
+
 unsigned int bsdbpf_hdrlen(unsigned int linkhdrlen, unsigned int tstamp)
 {
     size_t hdrsize = bsdbpf_header_need(bsdbpf_uses_xhdr(tstamp));

@@ -11,6 +11,10 @@ u_int bsdbpf_load_acquire(const volatile u_int *p);
 void bsdbpf_store_release(volatile u_int *p, u_int v);
 size_t bsdbpf_wordalign(size_t x);
 
+/* The interface's flags from a SIOCGIFFLAGS answer: the kernel splits its
+ * 32-bit if_flags into two shorts, ifr_flags and ifr_flagshigh. */
+unsigned int bsdbpf_ifr_flags(const struct ifreq *ifr);
+
 /* bpf_hdrlen(): the record header length for a tap whose link header is
  * `linkhdrlen` bytes, chosen so the network header lands word-aligned. */
 unsigned int bsdbpf_hdrlen(unsigned int linkhdrlen, unsigned int tstamp);

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import pytest
 from conftest import Recorder
 
 from bsdbpf import InterfaceNotFound, interfaces
+from bsdbpf._abi import request_name
 from bsdbpf._native import ffi, lib
-from bsdbpf.errors import BPFError, InvalidArgument
+from bsdbpf.errors import BPFError, InvalidArgument, from_errno
 from bsdbpf.sim import Kernel
-from bsdbpf.system import System
+from bsdbpf.system import HostSystem, System
 
 
 def test_siocgifflags_is_freebsds_number() -> None:
@@ -88,3 +90,57 @@ def test_a_name_that_cannot_be_an_interface_is_refused_before_any_call(
         system.if_flags("x" * 16)
     assert info.value.op == "SIOCGIFFLAGS"
 
+
+
+class _FreeBSDFlags:
+    """HostSystem's SIOCGIFFLAGS against a stand-in for FreeBSD's ifhwioctl(),
+    which splits the 32-bit if_flags into ifr_flags (ifru_flags[0], the low 16
+    bits) and ifr_flagshigh (ifru_flags[1], the high 16) at the start of the
+    union."""
+
+    def __init__(self, flags: int | None) -> None:
+        self.flags = flags  # None: no such interface (ifunit_ref() fails)
+        self.host = object.__new__(HostSystem)  # HostSystem() itself refuses other hosts
+        self.host.ioctl = self.ioctl  # type: ignore[method-assign]
+
+    def ioctl(self, fd: int, request: int, arg: Any = None) -> int:
+        assert request == lib.SIOCGIFFLAGS
+        if self.flags is None:
+            raise from_errno(errno.ENXIO, request_name(request))
+        union = ffi.cast("unsigned short *",
+                         ffi.cast("char *", arg) + lib.BSDBPF_OFFSETOF_IFR_IFRU)
+        union[0], union[1] = self.flags & 0xFFFF, self.flags >> 16
+        return 0
+
+
+# IFF_UP | IFF_MULTICAST (0x8000, the sign bit of the short) | IFF_PPROMISC (0x20000,
+# in ifr_flagshigh), and a down interface.
+@pytest.mark.parametrize("flags", [0x28001, 0x8002, 0x1])
+def test_host_flags_join_ifr_flags_and_ifr_flagshigh(flags: int) -> None:
+    host = _FreeBSDFlags(flags).host
+    assert host.if_flags("em0") == flags
+    assert [i.up for i in interfaces(_Listing(host), link_types=False)] == [
+        bool(flags & lib.IFF_UP)]
+
+
+def test_host_flags_of_a_missing_interface_are_interface_not_found() -> None:
+    """ENXIO from SIOCGIFFLAGS is the class the simulator raises, with a hint
+    about interfaces, not the descriptor's "not attached"."""
+    with pytest.raises(InterfaceNotFound) as info:
+        _FreeBSDFlags(None).host.if_flags("nosuch0")
+    assert (info.value.errno, info.value.op, info.value.ifname) == (
+        errno.ENXIO, "SIOCGIFFLAGS", "nosuch0")
+    assert "attached" not in str(info.value)
+
+
+class _Listing:
+    """One interface, em0, and the host's flags for it."""
+
+    def __init__(self, host: HostSystem) -> None:
+        self.host = host
+
+    def if_nameindex(self) -> list[tuple[int, str]]:
+        return [(1, "em0")]
+
+    def if_flags(self, ifname: str) -> int:
+        return self.host.if_flags(ifname)
