@@ -141,10 +141,11 @@ class HostSystem:
 
     def if_flags(self, ifname: str) -> int:
         ifr = new_ifreq("SIOCGIFFLAGS", ifname)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # any socket answers
-        with sock:
-            try:
+        try:
+            # Any socket answers; AF_LOCAL, as ifconfig(8) uses, exists even where
+            # AF_INET does not (a jail without IPv4).
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 self.ioctl(sock.fileno(), lib.SIOCGIFFLAGS, ifr)
-            except BPFError as err:
-                raise from_errno(err.errno or errno.EIO, "SIOCGIFFLAGS", ifname=ifname) from None
+        except OSError as err:  # BPFError from the ioctl, or a bare one from socket()
+            raise from_errno(err.errno or errno.EIO, "SIOCGIFFLAGS", ifname=ifname) from None
         return lib.bsdbpf_ifr_flags(ifr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
 import pytest
@@ -144,3 +145,29 @@ class _Listing:
 
     def if_flags(self, ifname: str) -> int:
         return self.host.if_flags(ifname)
+
+
+def test_host_flags_need_no_internet_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A jail without IPv4 (ip4=disable) refuses AF_INET sockets; ifconfig(8)
+    asks on an AF_LOCAL socket, which every kernel has.  A socket that cannot
+    be made at all is a BPFError naming SIOCGIFFLAGS, not a bare OSError."""
+    real_socket = socket.socket
+
+    def jailed(family: int = -1, *args: Any) -> socket.socket:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+        return real_socket(family, *args)
+
+    monkeypatch.setattr(socket, "socket", jailed)
+    host = _FreeBSDFlags(0x1).host
+    assert host.if_flags("em0") == 0x1
+
+    def exhausted(*args: Any) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socket, "socket", exhausted)
+    with pytest.raises(BPFError) as info:
+        host.if_flags("em0")
+    assert (info.value.errno, info.value.op, info.value.ifname) == (
+        errno.EMFILE, "SIOCGIFFLAGS", "em0")
+    assert [i.up for i in interfaces(_Listing(host), link_types=False)] == [None]
