@@ -55,7 +55,7 @@ BPF_K, BPF_X, BPF_A, BPF_TAX, BPF_TXA = lib.BPF_K, lib.BPF_X, lib.BPF_A, lib.BPF
 
 #: tcpdump's default snapshot length: what ``ret`` returns for a match.
 DEFAULT_SNAPLEN = 262144
-#: FreeBSD's AF_INET6, in the header of a loopback (DLT_NULL) packet.
+#: FreeBSD's AF_INET6, in the header of a loopback (DLT_NULL) or pflog packet.
 FREEBSD_AF_INET6 = 28
 #: libpcap's PCAP_NETMASK_UNKNOWN: ``ip broadcast`` cannot be compiled with it.
 NETMASK_UNKNOWN = 0xFFFFFFFF
@@ -521,8 +521,9 @@ def compile(  # shadows the builtin inside this module only: libpcap's name
 
     ``netmask`` is the IPv4 netmask ``ip broadcast`` needs (default: unknown).
     The program is for FreeBSD wherever it is compiled: on a loopback link
-    type (``DLT_NULL``, ``DLT_LOOP``, ``DLT_ENC``) it tests FreeBSD's
-    AF_INET6, 28, where libpcap elsewhere tests its own host's (Linux's 10).
+    type (``DLT_NULL``, ``DLT_LOOP``, ``DLT_ENC``) and on ``DLT_PFLOG`` it
+    tests FreeBSD's AF_INET6, 28, where libpcap elsewhere tests its own
+    host's (Linux's 10).
     A bad expression raises :class:`bsdbpf.FilterError` with libpcap's
     message; without libpcap, :class:`bsdbpf.UnsupportedError` says which
     package to install.
@@ -537,26 +538,37 @@ def compile(  # shadows the builtin inside this module only: libpcap's name
     return Program(_freebsd_address_family(insns, dlt))
 
 
+# Where a link type's header holds an address family: the load libpcap reads
+# it with, and whether it is a word in host byte order (which BPF loads
+# big-endian).  DLT_NULL and DLT_ENC: a host-order word; DLT_LOOP: a word in
+# network order; DLT_PFLOG: struct pfloghdr's af byte.
+_FAMILY_FIELDS = {
+    lib.DLT_NULL: ((BPF_LD | BPF_W | BPF_ABS, 0), True),
+    lib.DLT_ENC: ((BPF_LD | BPF_W | BPF_ABS, 0), True),
+    lib.DLT_LOOP: ((BPF_LD | BPF_W | BPF_ABS, 0), False),
+    lib.DLT_PFLOG: ((BPF_LD | BPF_B | BPF_ABS, 1), False),
+}
+
+
 def _freebsd_address_family(
     insns: list[tuple[int, int, int, int]], dlt: int,
 ) -> list[tuple[int, int, int, int]]:
-    """Loopback headers (DLT_NULL, DLT_ENC: host byte order; DLT_LOOP: network
-    order) carry an address family, and libpcap compares them with the
-    AF_INET6 of the host it runs on: Linux's 10, macOS's 30.  The program is
-    for FreeBSD, whose AF_INET6 is 28: rewrite each ``jeq`` of the host's
-    value that tests the header word, ``ld [0]``, on every path to it."""
-    if dlt == lib.DLT_LOOP:
-        host, freebsd = int(socket.AF_INET6), FREEBSD_AF_INET6
-    elif dlt in (lib.DLT_NULL, lib.DLT_ENC):  # loaded big-endian, stored in host order
-        host, freebsd = (int.from_bytes(af.to_bytes(4, sys.byteorder), "big")
-                         for af in (int(socket.AF_INET6), FREEBSD_AF_INET6))
-    else:
+    """Loopback and pflog headers carry an address family, and libpcap
+    compares it with the AF_INET6 of the host it runs on: Linux's 10, macOS's
+    30.  The program is for FreeBSD, whose AF_INET6 is 28: rewrite each
+    ``jeq`` of the host's value that tests the family field, loaded as in
+    ``_FAMILY_FIELDS``, on every path to it."""
+    if dlt not in _FAMILY_FIELDS:
         return insns
+    load_family, host_order = _FAMILY_FIELDS[dlt]
+    host, freebsd = int(socket.AF_INET6), FREEBSD_AF_INET6
+    if host_order:
+        host, freebsd = (int.from_bytes(af.to_bytes(4, sys.byteorder), "big")
+                         for af in (host, freebsd))
     if host == freebsd:
         return insns
-    load_family = (BPF_LD | BPF_W | BPF_ABS, 0)
     jeq_k = BPF_JMP | BPF_JEQ | BPF_K
-    # holds[i]: A holds the header word on every path into i (None: no path yet).
+    # holds[i]: A holds the family field on every path into i (None: no path yet).
     # Programs only jump forward, so one pass in order sees every path first.
     holds: list[bool | None] = [False] + [None] * (len(insns) - 1)
     out = list(insns)

@@ -491,3 +491,61 @@ def test_ip6_on_the_simulated_loopback(pcap: Any, kernel: Kernel) -> None:
         kernel.inject("lo0", v4)
         kernel.inject("lo0", v6)
         assert [bytes(p.data) for p in d.packets(timeout=0)] == [v6]
+
+
+# Where each link type's header holds an address family, and how many bytes.
+FAMILY_HEADERS = {lib.DLT_NULL: "host", lib.DLT_ENC: "host", lib.DLT_LOOP: "big",
+                  lib.DLT_PFLOG: "byte"}
+# Every expression whose family tests libpcap generates itself (no link[] of the
+# user's: its constants are the user's), with and without the optimizer.
+FAMILY_EXPRESSIONS = [
+    "ip6", "tcp", "udp port 53", "ip6 or arp", "not ip", "not ip6", "ip or ip6", "icmp6",
+    "host ::1", "ip6 and tcp", "tcp or udp", "ip6 and ip6[6] = 6", "ip6 multicast",
+    "udp[8:4] = 0x0a000000", "ip6[40:4] = 0x0a000000", "ip[12:4] = 0x0a000000 or ip6",
+    "ip6[6] = 6 and not ip", "(ip6 or ip) and len > 50", "proto 6", "ip6 proto 17",
+    "tcp port 80 and ip6", "greater 50 and ip6", "ip6 and (udp or tcp[13] & 2 != 0)",
+]
+
+
+def family_packet(dlt: int, family: int, body: bytes) -> bytes:
+    """``body`` behind ``dlt``'s header carrying ``family``: DLT_NULL and DLT_ENC
+    (with its spi and flags words) in host byte order, DLT_LOOP in network order,
+    pflog's ``af`` byte after the header's length byte."""
+    if FAMILY_HEADERS[dlt] == "byte":
+        return bytes([64, family]) + bytes(62) + body
+    order = "big" if FAMILY_HEADERS[dlt] == "big" else sys.byteorder
+    header = family.to_bytes(4, order)  # type: ignore[arg-type]
+    return header + (bytes(8) if dlt == lib.DLT_ENC else b"") + body
+
+
+@pytest.mark.parametrize("dlt", sorted(FAMILY_HEADERS))
+def test_family_tests_differ_from_the_hosts_by_the_family_alone(pcap: Any, dlt: int) -> None:
+    """Differential: compile(e) on a packet of family F does what libpcap's own
+    program (the host's AF_INET6) does on the same packet with FreeBSD's 28 and
+    the host's value exchanged in the header, for every family and payload,
+    payload words equal to the host's value included."""
+    swap = {FREEBSD_AF_INET6: socket.AF_INET6, socket.AF_INET6: FREEBSD_AF_INET6}
+    rng = random.Random(dlt)
+    bodies = [ipv4(6, tcp(1234, 80)), ipv4(17, udp(53, 53, b"\x0a\0\0\0" * 3)),
+              ipv6(6, tcp(1234, 80)), ipv6(17, udp(5353, 53, b"\0\0\0\x0a" * 3)),
+              ipv6(58, icmp(128)), b"\x0a\0\0\0" * 16,
+              bytes(rng.getrandbits(8) for _ in range(64))]
+    families = [2, 10, 24, 28, 30, 0, 7]
+    for expression in FAMILY_EXPRESSIONS:
+        for optimize in (True, False):
+            ours = compile(expression, dlt=dlt, optimize=optimize)
+            hosts = Program.from_tuples(_libpcap.compile_expression(
+                expression, dlt, DEFAULT_SNAPLEN, optimize, 0xFFFFFFFF))
+            for body in bodies:
+                for family in families:
+                    got = ours.run(family_packet(dlt, family, body))
+                    want = hosts.run(family_packet(dlt, swap.get(family, family), body))
+                    assert got == want, (expression, optimize, family, body.hex())
+
+
+def test_pflog_ip6_is_freebsds_family(pcap: Any) -> None:
+    """pflog(4)'s header has the family in its ``af`` byte: 28 for IPv6 on FreeBSD."""
+    program = compile("ip6", dlt=lib.DLT_PFLOG)
+    v6 = ipv6(6, tcp(1234, 80))
+    assert program.run(family_packet(lib.DLT_PFLOG, FREEBSD_AF_INET6, v6)) == DEFAULT_SNAPLEN
+    assert program.run(family_packet(lib.DLT_PFLOG, 2, ipv4(6, tcp(1, 2)))) == 0
