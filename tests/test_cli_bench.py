@@ -118,3 +118,16 @@ def test_mistakes(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 1
     assert len(err) == 1
     assert err[0].startswith("bsdbpf: [Errno 22] generate on em0")
+
+
+@pytest.mark.parametrize("api", ["packets", "batches"])
+def test_a_slow_interface_still_ends_on_time(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str], api: str) -> None:
+    """At 100 frames per second packets() never waits long enough to time out,
+    so the clock must not depend on how many packets came (it was read every
+    256th packet: 2.6 s for --seconds 0.3)."""
+    got, _ = report(capsys, ["bench", "--mode", "buffered", "--seconds", "0.3", "--rate", "100",
+                             "--api", api], kernel)
+    (result,) = got["results"]
+    assert 0.3 <= result["seconds"] < 0.8
+    assert 10 <= result["packets"] <= 80

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -26,7 +27,6 @@ from bsdbpf.descriptor import Descriptor
 __all__ = ["Measurement", "cmd_bench"]
 
 POLL = 0.05  # longest wait for a buffer; the clock is checked at least this often
-CLOCK_EVERY = 256  # packets() checks the clock once per this many packets
 SIM_BENCH_RATE = 1_000_000  # frames per second the simulated kernel offers by default
 SIM_BENCH_SIZE = 64
 MODES = {"buffered": (False,), "zerocopy": (True,), "both": (False, True)}
@@ -68,13 +68,23 @@ def _take_batches(d: Descriptor, deadline: float, count: int | None) -> int:
 
 
 def _take_packets(d: Descriptor, deadline: float, count: int | None) -> int:
-    taken = 0
-    while (count is None or taken < count) and time.perf_counter() < deadline:
-        for _ in d.packets(None if count is None else count - taken, timeout=POLL):
-            taken += 1
-            if taken % CLOCK_EVERY == 0 and time.perf_counter() >= deadline:
-                break
-    return taken
+    # A timer raises the flag at the deadline: reading the clock per packet would
+    # be measured too, and every Nth packet is late when packets come slowly
+    # (packets() times out only after POLL without one).
+    expired = [False]
+    timer = threading.Timer(max(0.0, deadline - time.perf_counter()),
+                            expired.__setitem__, (0, True))
+    timer.start()
+    try:
+        taken = 0
+        while (count is None or taken < count) and not expired[0]:
+            for _ in d.packets(None if count is None else count - taken, timeout=POLL):
+                taken += 1
+                if expired[0]:
+                    break
+        return taken
+    finally:
+        timer.cancel()
 
 
 def _measure(args: argparse.Namespace, host: Host, ifname: str, zerocopy: bool) -> Measurement:
