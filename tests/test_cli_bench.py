@@ -131,3 +131,13 @@ def test_a_slow_interface_still_ends_on_time(
     (result,) = got["results"]
     assert 0.3 <= result["seconds"] < 0.8
     assert 10 <= result["packets"] <= 80
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf"])
+def test_a_duration_that_is_refused_says_what_is_allowed(
+        capsys: pytest.CaptureFixture[str], seconds: str) -> None:
+    """0 is refused too, so "-1: must be 0 or more" would send the user to another refusal."""
+    with pytest.raises(SystemExit):
+        main(["bench", "--seconds", seconds])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"argument --seconds: {seconds}: must be a finite number of seconds above 0")

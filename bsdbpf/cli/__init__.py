@@ -76,7 +76,10 @@ def _seconds(text: str) -> float:
 
 
 def _duration(text: str) -> float:
-    value = _seconds(text)
+    try:
+        value = _seconds(text)
+    except argparse.ArgumentTypeError:  # its "0 or more" would not do either
+        value = 0.0
     if value == 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds above 0")
     return value
