@@ -141,3 +141,14 @@ def test_a_duration_that_is_refused_says_what_is_allowed(
         main(["bench", "--seconds", seconds])
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         f"argument --seconds: {seconds}: must be a finite number of seconds above 0")
+
+
+def test_the_json_settings_are_the_titles(
+        kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON names every setting the table's title names, the count included:
+    a run ended by -c is not comparable with one ended by the clock."""
+    for extra, count in (([], None), (["-c", "500"], 500)):
+        got, _ = report(capsys, ["bench", "--mode", "buffered", "--seconds", "0.2", *extra],
+                        kernel)
+        assert (got["seconds_per_mode"], got["count"], got["buffer_size"], got["api"]) == (
+            0.2, count, 512 * 1024, "packets")

@@ -158,6 +158,7 @@ def _report(args: argparse.Namespace, host: Host, ifname: str, results: list[Mea
         "simulated": host.simulated,
         "api": args.api,
         "seconds_per_mode": args.seconds,
+        "count": args.count,
         "buffer_size": args.buffer_size,
         "results": [{**m._asdict(), "packets_per_second": m.packets_per_second,
                      "cpu_ns_per_packet": m.cpu_ns_per_packet} for m in results],
