@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <sys/ioctl.h>
 #include <sys/filio.h>
+#include <sys/sockio.h>
 #include <sys/time.h>
 #include <sys/socket.h>
 #include <net/if.h>

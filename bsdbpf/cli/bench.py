@@ -39,7 +39,7 @@ class Measurement(NamedTuple):
 
     mode: str  #: ``buffered`` or ``zero-copy``
     packets: int  #: packets taken
-    seconds: float  #: wall clock from the first wait to the last packet's batch
+    seconds: float  #: wall clock from the first wait to the deadline or the count
     cpu_seconds: float  #: the consuming thread's CPU time in that span
     received: int  #: BIOCGSTATS bs_recv: packets the kernel offered the descriptor
     dropped: int  #: BIOCGSTATS bs_drop: of those, dropped for lack of buffer space
@@ -144,6 +144,9 @@ def cmd_bench(args: argparse.Namespace, host: Host) -> int:
             print(line)
         for mode, why in skipped.items():
             note(f"{mode} skipped: {why}")
+    if not host.simulated and results and not any(m.received for m in results):
+        note(f"no packet reached {ifname} in {args.seconds:g} s per mode: bench measures "
+             "the interface's own traffic")
     if host.simulated:
         rate = SIM_BENCH_RATE if args.rate is None else args.rate
         note(f"{host.note}: its generator offered {args.size or SIM_BENCH_SIZE}-byte frames "
