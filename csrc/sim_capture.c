@@ -284,7 +284,8 @@ struct stamp {                         /* one timestamp per packet, taken lazily
     int64_t fine, coarse;
 };
 
-static void bintime_add(struct bintime *bt, const struct bintime *add)
+/* Not bintime_add: FreeBSD's <sys/time.h> defines that one for userland. */
+static void sim_bintime_add(struct bintime *bt, const struct bintime *add)
 {
     uint64_t u = bt->frac;
     bt->frac += add->frac;
@@ -324,7 +325,7 @@ static void make_header(struct bsdbpf_sim_d *d, struct stamp *st, uint32_t caple
         }
         bt = sim_ns_to_bintime(up);
         if (!(t & BPF_T_MONOTONIC))
-            bintime_add(&bt, &d->kernel->boottime);
+            sim_bintime_add(&bt, &d->kernel->boottime);
     }
     switch (BPF_T_FORMAT(t)) {
     case BPF_T_NANOTIME:
