@@ -22,9 +22,10 @@ def _session_of_process(pid: int) -> int | None:
 
 
 def _session_of_group(pgid: int) -> int | None:
-    """The session of any member of process group ``pgid`` (from /proc), or
-    of its leader where there is no /proc."""
-    if not os.path.isdir(PROC):
+    """The session of any member of process group ``pgid`` (from Linux's
+    /proc/PID/stat), or of its leader elsewhere: FreeBSD's /proc is empty
+    unless procfs(5) is mounted, and procfs has no stat files."""
+    if not os.path.exists(f"{PROC}/self/stat"):
         return _session_of_process(pgid)
     for entry in os.listdir(PROC):
         if not entry.isdigit():

@@ -20,6 +20,7 @@ from conftest import int_bytes
 
 from bsdbpf._native import ffi, lib
 from bsdbpf.errors import BPFError
+from bsdbpf.sim import processes
 
 from .helpers import (
     PAGE,
@@ -72,6 +73,26 @@ def test_owner_outside_the_session_is_eperm(bpf):
         other.kill()
         other.wait()
     assert bpf.get_int(fd, lib.FIOGETOWN) == 0
+
+
+def test_group_owner_where_proc_has_no_stat_files(monkeypatch, tmp_path):
+    """FreeBSD's /proc is empty unless procfs(5) is mounted, and procfs has no
+    stat files: a group's session is then its leader's, where every group, the
+    caller's own too, was "no such group" (ESRCH)."""
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import os, time; os.setpgid(0, 0); print(flush=True); "
+                               "time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        assert leader.stdout is not None
+        leader.stdout.readline()  # it leads its own group, in this session
+        monkeypatch.setattr(processes, "PROC", str(tmp_path))
+        assert processes.owner_error(-leader.pid) == 0
+        assert processes.owner_error(-_free_pid()) == errno.ESRCH
+    finally:
+        leader.kill()
+        leader.wait()
+        if leader.stdout is not None:
+            leader.stdout.close()
 
 
 @sim_only("the simulator's promise: it signals only the process it runs in, where FreeBSD "
