@@ -9,6 +9,7 @@ import errno
 import io
 import os
 import re
+import shutil
 import struct
 import sys
 import threading
@@ -932,6 +933,16 @@ def test_stats_lists_the_attached_descriptor(
         assert "only descriptors this process attached are listed" in err[0]
     else:
         assert err == []
+
+
+def test_process_name_from_ps_where_proc_has_no_comm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FreeBSD's procfs(5) has no comm file: the Command column comes from
+    ps(1) there, the same name netstat -B prints (ki_comm)."""
+    comm = Path(f"/proc/{os.getpid()}/comm")
+    if not comm.exists() or shutil.which("ps") is None:
+        pytest.skip("compares ps(1) with Linux's /proc/PID/comm")
+    monkeypatch.setattr("bsdbpf.cli.admin.Path", lambda _: Path("/nonexistent/comm"))
+    assert process_name(os.getpid()) == comm.read_text().strip()
 
 
 @sim_only(LOOPBACK)

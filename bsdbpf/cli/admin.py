@@ -94,7 +94,8 @@ def process_name(pid: int) -> str:
     """The command name of a process, as ``netstat -B`` shows it (``??????``
     if it cannot be found)."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()  # Linux; FreeBSD's procfs
+        # Linux; FreeBSD's procfs(5), when mounted, has no comm file: ps(1) answers there.
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         pass
     try:
