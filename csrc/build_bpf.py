@@ -179,6 +179,10 @@ uint32_t bsdbpf_filter_mbuf(const struct bpf_insn *, const unsigned char *, uint
 # The engine's public header is valid cdef as it stands.
 SIM_CDEF = (HERE / "sim_engine.h").read_text()
 SIM_SOURCES = ["sim_capture.c", "sim_kernel.c", "sim_user.c", "sim_traffic.c"]
+# The module's C files besides cffi's own, and how they are all compiled
+# (tests/test_freebsd_build.py compiles the same for FreeBSD).
+SOURCES = ["helpers.c", "bpf_filter.c", *SIM_SOURCES]
+COMPILE_ARGS = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 PRELUDE = f"""
 #define BSDBPF_PACKAGE_VERSION_STR "{VERSION}"
@@ -233,9 +237,9 @@ def build_ffi() -> FFI:
     ffi.set_source(
         "bsdbpf._native",
         PRELUDE,
-        sources=[f"csrc/{name}" for name in ("helpers.c", "bpf_filter.c", *SIM_SOURCES)],
+        sources=[f"csrc/{name}" for name in SOURCES],
         include_dirs=["csrc"],
-        extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        extra_compile_args=COMPILE_ARGS,
         libraries=[] if is_freebsd else ["pthread"],
     )
     return ffi
