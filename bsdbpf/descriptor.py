@@ -114,7 +114,8 @@ class Descriptor:
         #: Why ``open(zerocopy="auto")`` fell back to buffered mode, else None.
         self.zerocopy_fallback_reason: str | None = None
         self._system: System = default_system() if system is None else system
-        self._fd = self._system.open("/dev/bpf", os.O_RDWR)
+        # Not inherited by programs this process runs, as Python's own files (PEP 446).
+        self._fd = self._system.open("/dev/bpf", os.O_RDWR | os.O_CLOEXEC)
         self._closed = False
 
     # -- lifetime -----------------------------------------------------------

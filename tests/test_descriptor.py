@@ -83,6 +83,11 @@ def test_open_close_and_context_manager(rec: Recorder) -> None:
     assert rec.calls.count(("close", fd)) == 1
 
 
+def test_the_descriptor_is_not_inherited_by_programs_it_runs(system: System) -> None:
+    with Descriptor(system=system) as desc:
+        assert not os.get_inheritable(desc.fileno())  # O_CLOEXEC, as PEP 446 has it
+
+
 USES = [
     lambda d: d.fileno(),
     lambda d: d.buffer_size,

@@ -201,6 +201,8 @@ class Kernel:
             desc = _Descriptor(c, self._engine_state(c).fd, fread=mode != os.O_WRONLY,
                                fwrite=mode != os.O_RDONLY)
             os.set_blocking(desc.fd, not flags & os.O_NONBLOCK)
+            # open(2): inherited across exec unless O_CLOEXEC says otherwise.
+            os.set_inheritable(desc.fd, not flags & os.O_CLOEXEC)
             if not desc.fread:
                 desc.writer_count = 2
             self._core.fds[desc.fd] = desc

@@ -540,6 +540,13 @@ def test_generic_fioclex_never_reaches_bpf(bpf, ifname):
     assert not os.get_inheritable(fd)
 
 
+@pytest.mark.parametrize("cloexec", [False, True])
+def test_open_sets_close_on_exec_only_with_o_cloexec(bpf, cloexec):
+    """open(2): the new descriptor is inherited across exec unless O_CLOEXEC."""
+    fd = bpf.open(os.O_RDWR | (os.O_CLOEXEC if cloexec else 0))
+    assert os.get_inheritable(fd) is not cloexec
+
+
 # -- the generic layer -------------------------------------------------------------------------
 
 def _ioc(direction, group, nr, length):
