@@ -6,11 +6,18 @@ FreeBSD's userland headers for cross-compiling (the ``ziglang`` wheel, in the
 test extra): every C file of both extensions is compiled with them, for
 FreeBSD's two tier-1 architectures, exactly as the build compiles it.
 On FreeBSD itself ``pip install`` has just done the same with the real ones.
+
+The same headers are a second witness for the ABI oracle,
+tests/data/freebsd-abi.json (which test_abi.py holds the package's own
+statement of the ABI to): every number, size, alignment and offset in it is
+asserted at compile time against them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import subprocess
 import sys
 import sysconfig
@@ -37,11 +44,22 @@ def _build_bpf() -> object:
     return module
 
 
+def _zig() -> None:
+    if importlib.util.find_spec("ziglang") is None:
+        pytest.skip("ziglang is not installed (pip install '.[test]')")
+
+
+def _cc(target: str, source: Path, output: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ziglang", "cc", "-target", target, "-c", "-o", str(output),
+         *flags, "-I", str(CSRC), "-I", sysconfig.get_paths()["include"], str(source)],
+        capture_output=True, text=True, timeout=300, check=False)
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[str]]]:
     """(C file, compiler flags) for every file the two extensions compile."""
-    if importlib.util.find_spec("ziglang") is None:
-        pytest.skip("ziglang is not installed (pip install '.[test]')")
+    _zig()
     build = _build_bpf()
     ffi = build.build_ffi()  # type: ignore[attr-defined]
     generated = tmp_path_factory.mktemp("cffi") / "_native.c"
@@ -56,11 +74,50 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[s
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_c_file_compiles_with_freebsds_headers(
         sources: list[tuple[Path, list[str]]], target: str, tmp_path: Path) -> None:
-    include = sysconfig.get_paths()["include"]
     for path, flags in sources:
-        done = subprocess.run(
-            [sys.executable, "-m", "ziglang", "cc", "-target", target, "-c",
-             "-o", str(tmp_path / f"{path.stem}.o"), *flags, "-I", str(CSRC), "-I", include,
-             str(path)],
-            capture_output=True, text=True, timeout=300, check=False)
+        done = _cc(target, path, tmp_path / f"{path.stem}.o", *flags)
         assert done.returncode == 0, f"{path.name} for {target}:\n{done.stderr}"
+
+
+ORACLE = json.loads((ROOT / "tests" / "data" / "freebsd-abi.json").read_text())
+# Only in FreeBSD's main branch (the oracle's "availability"), not in 14.x/15.0.
+MAIN_ONLY = ("BIOCGETIFLIST", "bpf_iflist")
+ENUMS = ("BPF_D_IN", "BPF_D_INOUT", "BPF_D_OUT")  # enum bpf_direction: not macros
+# Sizes of what is not a struct: a member, and plain types.
+NOT_STRUCTS = {"ifr_ifru": "((struct ifreq *)0)->ifr_ifru", "voidptr": "void *",
+               **{t: t for t in ("long", "pid_t", "size_t", "suseconds_t", "time_t", "u_int")}}
+
+
+def _assertions(values: dict[str, int]) -> list[str]:
+    """A C static assertion per fact of the oracle for one architecture."""
+    out = []
+    for key, value in values.items():
+        if any(name in key for name in MAIN_ONLY):
+            continue
+        kind, _, what = key.partition("_")
+        if kind in ("sizeof", "alignof"):
+            operand = NOT_STRUCTS.get(what, f"struct {what}")
+            fact = f"{'_Alignof' if kind == 'alignof' else 'sizeof'}({operand})"
+        elif kind == "offsetof":
+            struct, field = what.split(".")
+            fact = f"offsetof(struct {struct}, {field})"
+        elif re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
+            fact = f"(unsigned long long)({key})"
+            if key not in ENUMS:  # a missing macro must not pass unseen
+                out.append(f"#ifndef {key}\n#error {key} is not defined\n#endif")
+        else:
+            continue  # computed from a formula (bpf_hdrlen_*), not a name in the headers
+        out.append(f"_Static_assert({fact} == {value}ULL, \"{key}\");")
+    return out
+
+
+@pytest.mark.parametrize(("arch", "target"), [("amd64", "x86_64-freebsd"), ("i386", "x86-freebsd")])
+def test_the_abi_oracle_agrees_with_freebsds_headers(arch: str, target: str,
+                                                     tmp_path: Path) -> None:
+    _zig()
+    checks = _assertions(ORACLE[arch])
+    assert len([c for c in checks if c.startswith("_Static_assert")]) > 200
+    source = tmp_path / "oracle.c"
+    source.write_text("\n".join(['#include "bsdbpf_abi.h"', "#include <stddef.h>", *checks]))
+    done = _cc(target, source, tmp_path / "oracle.o")
+    assert done.returncode == 0, done.stderr
