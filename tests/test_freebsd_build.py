@@ -49,16 +49,21 @@ def _zig() -> None:
         pytest.skip("ziglang is not installed (pip install '.[test]')")
 
 
-def _cc(target: str, source: Path, output: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+def _zig_cc(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ziglang", "cc", "-target", target, "-c", "-o", str(output),
-         *flags, "-I", str(CSRC), "-I", sysconfig.get_paths()["include"], str(source)],
+        [sys.executable, "-m", "ziglang", "cc", "-target", target, *args],
         capture_output=True, text=True, timeout=300, check=False)
 
 
+def _cc(target: str, source: Path, output: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Compile one file as the build does, for ``target``."""
+    return _zig_cc(target, "-fPIC", "-c", "-o", str(output), *flags, "-I", str(CSRC),
+                   "-I", sysconfig.get_paths()["include"], str(source))
+
+
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[str]]]:
-    """(C file, compiler flags) for every file the two extensions compile."""
+def extensions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Path, list[str]]]]:
+    """Per extension, (C file, compiler flags) for every file it compiles."""
     _zig()
     build = _build_bpf()
     ffi = build.build_ffi()  # type: ignore[attr-defined]
@@ -66,17 +71,33 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[s
     ffi.emit_c_code(str(generated))
     flags: list[str] = build.COMPILE_ARGS  # type: ignore[attr-defined]
     names: list[str] = build.SOURCES  # type: ignore[attr-defined]
-    native = [generated, *(CSRC / name for name in names)]
-    capture = (CSRC / "_capture.c", ["-DPy_LIMITED_API=0x030B0000"])  # as setup.py builds it
-    return [(path, flags) for path in native] + [capture]
+    return {
+        "_native": [(path, flags) for path in (generated, *(CSRC / name for name in names))],
+        "_capture": [(CSRC / "_capture.c", ["-DPy_LIMITED_API=0x030B0000"])],  # as setup.py
+    }
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_c_file_compiles_with_freebsds_headers(
-        sources: list[tuple[Path, list[str]]], target: str, tmp_path: Path) -> None:
-    for path, flags in sources:
-        done = _cc(target, path, tmp_path / f"{path.stem}.o", *flags)
-        assert done.returncode == 0, f"{path.name} for {target}:\n{done.stderr}"
+def test_both_extensions_compile_and_link_against_freebsds_libc(
+        extensions: dict[str, list[tuple[Path, list[str]]]], target: str,
+        tmp_path: Path) -> None:
+    """Every file compiles; linked as a shared object with no undefined symbol
+    allowed, what is left undefined is the interpreter's (Py*) alone: every
+    libc and libthr function called exists on FreeBSD."""
+    for name, files in extensions.items():
+        objects = []
+        for path, flags in files:
+            objects.append(str(tmp_path / f"{path.stem}.o"))
+            done = _cc(target, path, Path(objects[-1]), *flags)
+            assert done.returncode == 0, f"{path.name} for {target}:\n{done.stderr}"
+        done = _zig_cc(target, "-shared", "-o", str(tmp_path / f"{name}.so"), *objects,
+                       "-Wl,-z,defs", "-lthr")
+        undefined = set(re.findall(r"undefined symbol: (\S+)", done.stderr))
+        assert undefined, f"{name}: the interpreter's symbols are missing from the link check"
+        assert {s for s in undefined if not s.startswith(("Py", "_Py"))} == set(), name
+        other = [line for line in done.stderr.splitlines()
+                 if "error:" in line and "undefined symbol" not in line]
+        assert other == [], name
 
 
 ORACLE = json.loads((ROOT / "tests" / "data" / "freebsd-abi.json").read_text())
