@@ -66,6 +66,28 @@ INTERFACES: dict[str, dict[str, Any]] = {
 }
 
 
+INT_MAX = 2**31 - 1
+
+
+def kern_hz(system: System) -> int:
+    """The kernel's clock rate, which read timeouts count in: 1000 by default, 100
+    by default under a hypervisor (HZ_VM), so in the FreeBSD VM."""
+    return raw.sysctl_int(system, "kern.hz")
+
+
+def timeout_read_back(sec: int, usec: int, hz: int) -> tuple[int, int]:
+    """What BIOCGRTIMEOUT gives after BIOCSRTIMEOUT {sec, usec} on a kernel of
+    ``hz`` ticks a second (spec §e): a value under tick/16 is raised to it, the
+    kernel keeps tvtohz() - 1 whole ticks, and reads them back as a timeval."""
+    tick = 1_000_000 // hz
+    if sec == 0 and 0 < usec < tick // 16:
+        usec = tick // 16
+    if sec == 0 and usec == 0:
+        return 0, 0
+    ticks = min(-(-(sec * 1_000_000 + usec) // tick) + 1, INT_MAX) - 1
+    return ticks // hz, ticks % hz * tick
+
+
 @contextlib.contextmanager
 def sim_kernel(*interfaces: str, zerocopy: bool = False, uid: int = 0) -> Iterator[Kernel]:
     """A fresh simulated kernel with ``interfaces`` (default: all of

@@ -1,4 +1,5 @@
-"""The simulated kernel's net.bpf sysctl tree: its integers and net.bpf.stats."""
+"""The simulated kernel's sysctls: the net.bpf tree (its integers and
+net.bpf.stats) and the read-only facts of the kernel bsdbpf depends on (kern.hz)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ DEFAULTS = {  # net.bpf integer sysctls and FreeBSD's defaults
     "net.bpf.maxinsns": lib.BPF_MAXINSNS,
     "net.bpf.optimize_writers": 0,
 }
+READ_ONLY = {"kern.hz": lib.BSDBPF_SIM_HZ}  # the clock read timeouts count in
 INT_SIZE = 4
 XBPF_SIZE = ffi.sizeof("struct xbpf_d")
 
@@ -47,6 +49,10 @@ class SysctlTree:
                 raise from_errno(errno.EINVAL, op, hint=f"write one all-zero struct xbpf_d "
                                  f"({XBPF_SIZE} bytes) to zero the counters")
             return bytes(stats(new is not None))
+        if name in READ_ONLY:  # CTLFLAG_RD: sysctl_root refuses a new value, even root's
+            if new is not None:
+                raise from_errno(errno.EPERM, op, hint="it is read-only (a boot-time tunable)")
+            return int(READ_ONLY[name]).to_bytes(INT_SIZE, sys.byteorder, signed=True)
         if name not in self.ints:
             raise from_errno(errno.ENOENT, op)
         if new is not None and not root:

@@ -12,6 +12,7 @@ import os
 import signal
 
 import pytest
+from conftest import kern_hz, timeout_read_back
 
 from bsdbpf import raw
 from bsdbpf._native import ffi, lib
@@ -198,7 +199,7 @@ def test_setif_elsewhere_drops_promisc(bpf, system, ifname, null_ifname):
 
 # -- timeouts ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("tv", "back"), [
+RTIMEOUTS_AT_HZ_1000 = [
     ((0, 0), (0, 0)),
     ((0, 1), (0, 1000)),  # raised to tick/16, then one tick
     ((0, 500), (0, 1000)),
@@ -208,13 +209,26 @@ def test_setif_elsewhere_drops_promisc(bpf, system, ifname, null_ifname):
     ((1, 0), (1, 0)),
     ((2, 500_000), (2, 500_000)),
     ((10**9, 0), (2147483, 646000)),  # tvtohz saturates at INT_MAX ticks
-])
-def test_rtimeout_round_trip(bpf, tv, back):
-    """§e BIOCSRTIMEOUT/BIOCGRTIMEOUT: rtout = tvtohz(tv) - 1 ticks (hz = 1000), read
-    back as (rtout / hz, rtout % hz · tick); {0,0} → 0 (no timeout), 500 µs → 1000 µs."""
+]
+
+
+@pytest.mark.parametrize(("tv", "back"), RTIMEOUTS_AT_HZ_1000)
+def test_rtimeout_round_trip(bpf, system, tv, back):
+    """§e BIOCSRTIMEOUT/BIOCGRTIMEOUT: rtout = tvtohz(tv) - 1 ticks, read back as
+    (rtout / hz, rtout % hz · tick); {0,0} → 0 (no timeout).  The table is for
+    hz = 1000 (500 µs → 1000 µs); a kernel of another hz (a VM's 100) is held to
+    the same rule, which the next test checks against the table."""
     fd = bpf.open()
     bpf.timeout(fd, *tv)
-    assert bpf.gtimeout(fd) == back
+    hz = kern_hz(system)
+    assert bpf.gtimeout(fd) == (back if hz == 1000 else timeout_read_back(*tv, hz))
+
+
+def test_the_rule_for_other_clock_rates_gives_the_table():
+    """timeout_read_back, used where kern.hz is not 1000, agrees with the table."""
+    for tv, back in RTIMEOUTS_AT_HZ_1000:
+        assert timeout_read_back(*tv, 1000) == back
+    assert timeout_read_back(0, 500, 100) == (0, 10_000)  # a VM's hz: 10 ms ticks
 
 
 @pytest.mark.parametrize("tv", [(-1, 0), (0, -1), (0, 1_000_000), (5, 2_000_000)])

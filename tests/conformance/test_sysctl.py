@@ -84,6 +84,16 @@ def test_unknown_sysctl(system, name):
         system.sysctlbyname(name)
 
 
+def test_kern_hz_is_read_only(system):
+    """kern.hz, the clock read timeouts count in, is read-only (CTLFLAG_RDTUN: set
+    at boot): writing it is EPERM, even as root, and changes nothing."""
+    hz = int_value(system.sysctlbyname("kern.hz"))
+    assert hz >= 1
+    with raises(PermissionDenied, "EPERM"):
+        system.sysctlbyname("kern.hz", int_bytes(hz))
+    assert int_value(system.sysctlbyname("kern.hz")) == hz
+
+
 # -- opening /dev/bpf -------------------------------------------------------------------------
 
 def test_open_needs_root(system, unprivileged):
