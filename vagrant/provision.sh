@@ -36,13 +36,16 @@ die() {
 mkdir -p "$STATE"
 
 # -- packages ---------------------------------------------------------------
-# python311 is FreeBSD's Python 3.11; its pip is py311-pip.  cffi is built
-# from source on FreeBSD (PyPI has no wheels for it): it needs libffi and
-# pkgconf.
+# python311 is FreeBSD's Python 3.11; its pip is py311-pip.  PyPI has no
+# FreeBSD wheels: cffi and numpy come from packages (the virtualenv sees
+# them), so that pip does not build numpy from source; libffi and pkgconf
+# are for cffi's build of bsdbpf._native.
 PYVER=${PYTHON_PKG#python}
-say "pkg install $PYTHON_PKG py$PYVER-pip libffi pkgconf"
+PKGS="$PYTHON_PKG py$PYVER-pip py$PYVER-cffi py$PYVER-numpy libffi pkgconf"
+say "pkg install $PKGS"
 export ASSUME_ALWAYS_YES=yes
-pkg install -y "$PYTHON_PKG" "py$PYVER-pip" libffi pkgconf
+# shellcheck disable=SC2086  # one argument per package
+pkg install -y $PKGS
 PY="/usr/local/bin/python$(echo "$PYVER" | sed 's/^\(.\)/\1./')"
 [ -x "$PY" ] || die "$PY is missing after pkg install $PYTHON_PKG"
 command -v cc >/dev/null 2>&1 || die "no C compiler (cc): FreeBSD's base system has clang"
@@ -50,7 +53,7 @@ command -v cc >/dev/null 2>&1 || die "no C compiler (cc): FreeBSD's base system 
 # -- bsdbpf -----------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
     say "virtualenv $VENV"
-    "$PY" -m venv "$VENV"
+    "$PY" -m venv --system-site-packages "$VENV"
 fi
 say "pip install -e ${SRC}[test]"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
