@@ -17,6 +17,10 @@
 #include "sim_engine_priv.h"
 
 #define ETHER_HDR_LEN 14
+/* bpf_movein() puts a written frame in one mbuf, whose largest cluster is
+ * MJUM16BYTES: a longer frame is EIO, even where the MTU check let it by
+ * (lo0, MTU 16384, 4-byte header). */
+#define MJUM16BYTES (16 * 1024)
 
 /* --- readiness: the pollable fd follows bpf_ready() --------------------- */
 
@@ -528,6 +532,8 @@ int bsdbpf_sim_write(struct bsdbpf_sim_d *d, const void *buf, size_t len)
             err = EIO;
         else if (len < hlen || len - hlen > ifp->mtu)
             err = EMSGSIZE;
+        else if (len > MJUM16BYTES)
+            err = EIO;                 /* no mbuf cluster holds it (m_get3) */
         else if ((frame = malloc(len)) == NULL)
             err = ENOBUFS;
         else {
