@@ -133,6 +133,7 @@ SIM_ONLY_WITH_TRAFFIC = {
     "test_zerocopy.py::test_rotzbuf_after_departure": "interface to depart",
     "test_sim_faults.py::test_buffer_below_a_record_header_drops": "would panic",
     "test_sim_faults.py::test_signals_never_reach_another_process": "deliver the SIGTERM",
+    "test_sim_faults.py::test_ethernet_runts_never_reach_bpf": "cannot carry a runt",
 }
 
 
