@@ -8,8 +8,9 @@
 #   * installs Python, pip and the build dependencies with pkg(8) (the C
 #     compiler, clang, and libpcap are in FreeBSD's base system);
 #   * installs bsdbpf with its test extra, editable, into a virtualenv;
-#   * creates an epair(4) pair, quiet (no IPv6 autoconfiguration) and up, for
-#     the tests to capture on and inject through;
+#   * creates an epair(4) pair, quiet (no DHCP client, no IPv6
+#     autoconfiguration) and up, for the tests to capture on and inject
+#     through;
 #   * records the net.bpf sysctls as they were before any test touched them,
 #     so that vagrant/guest-test can put them back afterwards.
 # What the tests need to know is written to $BSDBPF_STATE/env.
@@ -61,15 +62,40 @@ say "pip install -e ${SRC}[test]"
 "$VENV/bin/python" -c 'import bsdbpf, bsdbpf._native' || die "bsdbpf does not import after install"
 
 # -- the epair(4) pair ------------------------------------------------------
+# The FreeBSD project's Vagrant boxes set ifconfig_DEFAULT="SYNCDHCP"
+# (release/tools/vagrant.conf), and devd(8) runs `service dhclient quietstart
+# IF` whenever an Ethernet interface's link comes up (/etc/devd/dhclient.conf):
+# an epair(4)'s links come up as the pair is made, so dhclient would start on
+# both ends and send DHCP discovers across the pair in the middle of the
+# tests' counts.  An ifconfig_IF of the interface's own takes the place of the
+# default; NOAUTO makes rc(8), devd and dhclient's rc.d script leave it alone.
+# A dhclient already running there (a pair made by an older provision.sh) is
+# stopped.
+no_dhcp() {
+    for i in "$@"; do
+        sysrc "ifconfig_$i=NOAUTO" >/dev/null
+        service dhclient forcestop "$i" >/dev/null 2>&1 || true
+    done
+}
+
 kldload -n if_epair
 ifname=
 if [ -f "$STATE/env" ]; then
     ifname=$(sed -n 's/^BSDBPF_TEST_IFNAME=//p' "$STATE/env")
 fi
 if [ -z "$ifname" ] || ! ifconfig "$ifname" >/dev/null 2>&1; then
-    ifname=$(ifconfig epair create)
+    # Named before it is made: rc.conf must leave it out of DHCP before its
+    # links come up.
+    unit=0
+    while ifconfig "epair${unit}a" >/dev/null 2>&1; do
+        unit=$((unit + 1))
+    done
+    ifname=epair${unit}a
+    no_dhcp "$ifname" "epair${unit}b"
+    ifconfig "epair${unit}" create >/dev/null
 fi
 peer=${ifname%a}b
+no_dhcp "$ifname" "$peer"
 for i in "$ifname" "$peer"; do
     # No addresses and no IPv6 autoconfiguration: nothing but the tests' own
     # frames crosses the pair, so counters stay predictable.
