@@ -215,16 +215,28 @@ def test_a_device_is_written_directly() -> None:
     assert w.closed
 
 
-def test_a_pipe_is_written_directly() -> None:
-    r, wfd = os.pipe()
+def test_a_pipe_is_written_directly(tmp_path: Path) -> None:
+    """A pipe given by its path: the pipe's own fd under /proc/self/fd (Linux) or
+    /dev/fd (macOS; FreeBSD's holds only 0-2 unless fdescfs(5) is mounted), else
+    a FIFO, a pipe with a name."""
+    fds = list(os.pipe())
     try:
-        with PcapWriter(f"/proc/self/fd/{wfd}" if os.path.exists("/proc/self/fd")
-                        else f"/dev/fd/{wfd}", lib.DLT_EN10MB) as w:
+        r, wfd = fds
+        for name in (f"/proc/self/fd/{wfd}", f"/dev/fd/{wfd}"):
+            if os.path.exists(name):
+                break
+        else:
+            name = str(tmp_path / "fifo")
+            os.mkfifo(name)
+            # Opened for reading first, so that the writer's open does not block.
+            r = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+            fds.append(r)
+        with PcapWriter(name, lib.DLT_EN10MB) as w:
             w.write(b"piped", 7)
         blob = os.read(r, 4096)
     finally:
-        os.close(r)
-        os.close(wfd)
+        for fd in fds:
+            os.close(fd)
     assert records(blob) == [(0, 7, 5, 5, b"piped")]
 
 
