@@ -166,8 +166,6 @@ DESCRIPTOR_FILES: dict[str, tuple[dict[str, str], int]] = {
         "test_generator_run_balances_in_buffered_mode": GENERATOR,
     }, 96),
     "test_zerocopy.py": ({
-        "test_a_jumbo_frame_arrives_whole": "MTU",
-        "test_a_frame_larger_than_the_buffer_is_truncated_to_fit": "MTU",
         "test_interface_departure_while_waiting": DEPARTURE,
         "test_generator_run_with_small_buffers_balances": GENERATOR,
         "test_million_generated_packets_lose_none_uncounted": GENERATOR,
