@@ -119,9 +119,12 @@ def wait_attached(system: System, ifname: str, timeout: float = 120.0) -> None:
 
 @contextlib.contextmanager
 def injecting(system: System, traffic: Traffic, ifname: str, frames: Sequence[bytes], *,
-              keep_alive: bool = False, repeat: bool = False) -> Iterator[list[str]]:
+              keep_alive: bool = False, repeat: bool = False,
+              settle: float = 0.0) -> Iterator[list[str]]:
     """Send ``frames`` to ``ifname`` once the command under test has attached;
-    yields the descriptor flags (``netstat -B``) seen then.
+    yields the descriptor flags (``netstat -B``) seen then, or ``settle``
+    seconds later: what is set after BIOCSETIF (promiscuous mode) needs that
+    moment, and a command waiting for the frames is still there.
 
     ``keep_alive``: then go on sending filler frames until the command is
     done.  In zero-copy mode FreeBSD reclaims an acknowledged buffer only when
@@ -137,6 +140,7 @@ def injecting(system: System, traffic: Traffic, ifname: str, frames: Sequence[by
     def inject() -> None:
         try:
             wait_attached(system, ifname)
+            time.sleep(settle)
             flags.extend(r.flags for r in ours(system, ifname))
             for f in frames:
                 traffic(ifname, f)
@@ -433,10 +437,11 @@ def test_dd_and_ddd(kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_promiscuous_by_default_and_p_turns_it_off(
         system: System, ifname: str, traffic: Traffic, capsys: pytest.CaptureFixture[str]) -> None:
-    with injecting(system, traffic, ifname, FRAMES[:1]) as flags:
+    # BIOCPROMISC comes just after BIOCSETIF: read the flags once the setup is over.
+    with injecting(system, traffic, ifname, FRAMES[:1], settle=0.1) as flags:
         run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", *QUIET], system)
     assert flags[0].startswith("p")
-    with injecting(system, traffic, ifname, FRAMES[:1]) as flags:
+    with injecting(system, traffic, ifname, FRAMES[:1], settle=0.1) as flags:
         run(capsys, ["capture", "-i", ifname, "-c", "1", "--immediate", "-p", *QUIET], system)
     assert flags[0].startswith("-")
 
