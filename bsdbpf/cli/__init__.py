@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bsdbpf._version import __version__
 from bsdbpf.backend import default_system
@@ -92,6 +92,14 @@ def _rate(text: str) -> int:
     return value
 
 
+def _add_descriptor_options(add: Callable[..., object]) -> None:
+    """-B and -p: the descriptor settings capture and bench share."""
+    add("-B", "--buffer-size", type=_buffer_kib, default=DEFAULT_BUFFER_KIB * 1024,
+        metavar="KiB", help=f"kernel buffer size in KiB (default {DEFAULT_BUFFER_KIB})")
+    add("-p", "--no-promiscuous-mode", dest="no_promisc", action="store_true",
+        help="do not put the interface in promiscuous mode")
+
+
 def _add_capture(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cap = sub.add_parser(
         "capture", help="capture packets and print them or write a pcap file (like tcpdump)",
@@ -115,10 +123,7 @@ def _add_capture(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="write (or print) each packet at once, not per buffer")
     add("-s", "--snapshot-length", "--snaplen", dest="snaplen", type=_snaplen, metavar="N",
         help=f"keep at most N bytes of each packet (0: {MAX_SNAPLEN})")
-    add("-B", "--buffer-size", type=_buffer_kib, default=DEFAULT_BUFFER_KIB * 1024,
-        metavar="KiB", help=f"kernel buffer size in KiB (default {DEFAULT_BUFFER_KIB})")
-    add("-p", "--no-promiscuous-mode", dest="no_promisc", action="store_true",
-        help="do not put the interface in promiscuous mode")
+    _add_descriptor_options(add)
     add("-Q", "--direction", choices=("in", "out", "inout"),
         help="only packets received (in), sent (out) or both (inout, the default)")
     add("-Z", "--relinquish-privileges", dest="user", metavar="USER",
@@ -227,10 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-c", "--count", type=_count, metavar="N", help="end a mode early after N packets")
     add("--api", choices=("packets", "batches"), default="packets",
         help="take each packet with packets() (default) or each buffer with batches()")
-    add("-B", "--buffer-size", type=_buffer_kib, default=DEFAULT_BUFFER_KIB * 1024,
-        metavar="KiB", help=f"kernel buffer size in KiB (default {DEFAULT_BUFFER_KIB})")
-    add("-p", "--no-promiscuous-mode", dest="no_promisc", action="store_true",
-        help="do not put the interface in promiscuous mode")
+    _add_descriptor_options(add)
     add("--rate", type=_rate, metavar="PPS",
         help="simulated kernel only: frames per second its generator offers (0: flat out; "
              "default 1000000)")
