@@ -312,7 +312,7 @@ _IMAGES: dict[int, tuple[str, str]] = {
     **{0x04 | op: (name, "#0x" + _H if name in _HEX_ALU else "#" + _D) for name, op in _ALU_OPS},
     **{0x0C | op: (name, "x") for name, op in _ALU_OPS},
 }
-_JA = 0x05
+_JA = BPF_JMP | BPF_JA
 
 
 def _signed(v: int) -> int:
@@ -588,7 +588,7 @@ def _freebsd_address_family(
         if cls == BPF_RET:
             nexts: tuple[int, ...] = ()
         elif cls == BPF_JMP:
-            nexts = (i + 1 + k,) if code & 0xF0 == BPF_JA else (i + 1 + jt, i + 1 + jf)  # BPF_OP()
+            nexts = (i + 1 + k,) if code == _JA else (i + 1 + jt, i + 1 + jf)
         else:
             nexts = (i + 1,)
         for n in nexts:
